@@ -1,0 +1,216 @@
+package policy
+
+import (
+	"strings"
+
+	"github.com/emersion/go-message/mail"
+
+	// Registers the Japanese and other legacy charsets with go-message, so
+	// that display names in ISO-2022-JP and Shift_JIS encoded-words decode
+	// instead of failing the whole address list.
+	_ "github.com/emersion/go-message/charset"
+)
+
+// Address is one address found in a header field.
+type Address struct {
+	// Name is the decoded display name; empty when none or when the field
+	// was read by the lenient extractor.
+	Name string
+	// Addr is the addr-spec as it was found.
+	Addr string
+	// Domain is the normalized domain (see NormalizeDomain), or the
+	// lower-cased raw domain when it does not normalize.
+	Domain string
+	// Internal is set by the decision once the domain has been classified.
+	Internal bool
+}
+
+// key identifies a mailbox for de-duplication: "A@x, a@X" and the U-label
+// and A-label forms of one IDN domain are one recipient.
+func (a Address) key() string {
+	local := a.Addr
+	if i := strings.LastIndexByte(local, '@'); i >= 0 {
+		local = local[:i]
+	}
+	return strings.ToLower(local) + "@" + a.Domain
+}
+
+// ParseMode says how a field's addresses were found.
+type ParseMode int
+
+const (
+	// ParsedStrict means the RFC 5322 parser read the whole field.
+	ParsedStrict ParseMode = iota
+	// ParsedLenient means the strict parser failed and the addresses were
+	// picked out by the lenient addr-spec extractor: counts are reliable,
+	// display names and groups are not, so the field is never re-written
+	// from them.
+	ParsedLenient
+	// ParseFailed means no address could be found in a field that is not
+	// empty.
+	ParseFailed
+)
+
+// FieldAddresses is the result of reading one header field.
+type FieldAddresses struct {
+	Addrs []Address
+	Mode  ParseMode
+	// StrictErr is the strict parser's error when Mode is not ParsedStrict.
+	StrictErr error
+}
+
+// ParseAddressField reads the addresses of one address-list header value
+// (To, Cc, From) as a milter receives it: possibly folded, possibly with
+// raw UTF-8 or RFC 2047 encoded-words.
+//
+// go-message's parser is all-or-nothing: one broken entry fails the whole
+// list. A failure is therefore never read as "no addresses": the lenient
+// extractor then picks out every addr-spec it can see, and only when it
+// finds none in a non-empty field is the field reported as ParseFailed.
+func ParseAddressField(value string) FieldAddresses {
+	v := unfold(value)
+	if strings.TrimSpace(v) == "" {
+		return FieldAddresses{Mode: ParsedStrict}
+	}
+	list, err := mail.ParseAddressList(v)
+	if err == nil {
+		addrs := make([]Address, 0, len(list))
+		for _, a := range list {
+			addrs = append(addrs, Address{Name: a.Name, Addr: a.Address, Domain: addrDomain(a.Address)})
+		}
+		return FieldAddresses{Addrs: addrs, Mode: ParsedStrict}
+	}
+	addrs := LenientAddresses(v)
+	if len(addrs) == 0 {
+		if isEmptyGroups(v) {
+			return FieldAddresses{Mode: ParsedStrict}
+		}
+		return FieldAddresses{Mode: ParseFailed, StrictErr: err}
+	}
+	return FieldAddresses{Addrs: addrs, Mode: ParsedLenient, StrictErr: err}
+}
+
+// unfold joins folded lines. The milter protocol passes header values with
+// their line breaks (LF from Postfix, CRLF from files); removing the break
+// keeps the whitespace that follows it, which is what RFC 5322 unfolding is.
+// A bare CR or LF elsewhere is invalid anyway and removing it is harmless.
+func unfold(v string) string {
+	if !strings.ContainsAny(v, "\r\n") {
+		return v
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return -1
+		}
+		return r
+	}, v)
+}
+
+// isEmptyGroups reports whether v is made of empty groups only, such as
+// "undisclosed-recipients:;", which some parsers reject.
+func isEmptyGroups(v string) bool {
+	for _, g := range strings.Split(v, ";") {
+		g = strings.TrimSpace(strings.Trim(strings.TrimSpace(g), ","))
+		if g == "" {
+			continue
+		}
+		if !strings.HasSuffix(g, ":") || strings.Contains(g[:len(g)-1], ":") {
+			return false
+		}
+	}
+	return true
+}
+
+// addrDomain returns the normalized domain of an addr-spec. The domain is
+// after the last "@": a quoted local part may hold one too.
+func addrDomain(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	raw := addr[i+1:]
+	if d, err := NormalizeDomain(raw); err == nil {
+		return d
+	}
+	return strings.ToLower(raw)
+}
+
+// LenientAddresses picks every addr-spec out of s without parsing the
+// address-list grammar: for each "@", the longest local part before it
+// (dot-atoms or one quoted string) and the longest domain after it (labels
+// or an address literal). It over-counts rather than under-counts: an
+// address-like string inside a comment or display name is counted too,
+// which can only make bccguard hide more, never leak.
+func LenientAddresses(s string) []Address {
+	var out []Address
+	pos := 0
+	for pos < len(s) {
+		at := strings.IndexByte(s[pos:], '@')
+		if at < 0 {
+			break
+		}
+		at += pos
+		start := localStart(s, pos, at)
+		end := domainEnd(s, at+1)
+		pos = at + 1
+		if start == at || end == at+1 {
+			continue
+		}
+		addr := s[start:end]
+		out = append(out, Address{Addr: addr, Domain: addrDomain(addr)})
+		pos = end
+	}
+	return out
+}
+
+// localStart returns where the local part ending before s[at] begins, not
+// before min.
+func localStart(s string, min, at int) int {
+	i := at
+	if i > min && s[i-1] == '"' {
+		// Quoted local part: walk back to the opening quote.
+		for j := i - 2; j >= min; j-- {
+			if s[j] == '"' && (j == min || s[j-1] != '\\') {
+				return j
+			}
+		}
+		return at
+	}
+	for i > min && isLocalChar(s[i-1]) {
+		i--
+	}
+	for i < at && s[i] == '.' {
+		i++
+	}
+	return i
+}
+
+// domainEnd returns where the domain starting at s[from] ends.
+func domainEnd(s string, from int) int {
+	if from < len(s) && s[from] == '[' {
+		if j := strings.IndexByte(s[from:], ']'); j > 0 {
+			return from + j + 1
+		}
+		return from
+	}
+	i := from
+	for i < len(s) && isDomainChar(s[i]) {
+		i++
+	}
+	for i > from && s[i-1] == '.' {
+		i--
+	}
+	return i
+}
+
+func isLocalChar(c byte) bool {
+	return isAlnum(c) || c >= 0x80 || strings.IndexByte("!#$%&'*+-/=?^_`{|}~.", c) >= 0
+}
+
+func isDomainChar(c byte) bool {
+	return isAlnum(c) || c >= 0x80 || c == '-' || c == '.' || c == '_'
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}

@@ -1,0 +1,179 @@
+package policy
+
+import (
+	"fmt"
+	"mime"
+	"strings"
+)
+
+// CountMode says which To addresses count towards Threshold.
+type CountMode string
+
+const (
+	// CountAll counts every address and needs at least one external one.
+	CountAll CountMode = "all"
+	// CountExternal counts only external addresses.
+	CountExternal CountMode = "external"
+)
+
+// MoveMode says which addresses leave the visible header on conversion.
+type MoveMode string
+
+const (
+	// MoveAll removes every address from the converted field.
+	MoveAll MoveMode = "all"
+	// MoveExternal removes only external addresses; internal ones stay.
+	MoveExternal MoveMode = "external"
+)
+
+// ParseErrorAction says what happens when a To field cannot be read even
+// by the lenient extractor.
+type ParseErrorAction string
+
+const (
+	// ParseErrorHide treats the message as converted: To is replaced.
+	ParseErrorHide ParseErrorAction = "hide"
+	// ParseErrorTempfail refuses the message with a temporary failure.
+	ParseErrorTempfail ParseErrorAction = "tempfail"
+	// ParseErrorAccept lets the message pass unchanged.
+	ParseErrorAccept ParseErrorAction = "accept"
+)
+
+// ReplacementKind is the kind of To value written after a conversion.
+type ReplacementKind int
+
+const (
+	// ReplaceUndisclosed writes "undisclosed-recipients:;".
+	ReplaceUndisclosed ReplacementKind = iota
+	// ReplaceSender writes the message's From address.
+	ReplaceSender
+	// ReplaceGroup writes an empty group "LABEL:;".
+	ReplaceGroup
+)
+
+// Replacement is the parsed form of the replacement setting.
+type Replacement struct {
+	Kind  ReplacementKind
+	Label string // for ReplaceGroup
+}
+
+// ParseReplacement parses "undisclosed", "sender" or "group:LABEL".
+func ParseReplacement(s string) (Replacement, error) {
+	switch {
+	case s == "undisclosed":
+		return Replacement{Kind: ReplaceUndisclosed}, nil
+	case s == "sender":
+		return Replacement{Kind: ReplaceSender}, nil
+	case strings.HasPrefix(s, "group:"):
+		label := strings.TrimSpace(strings.TrimPrefix(s, "group:"))
+		if label == "" {
+			return Replacement{}, fmt.Errorf("group label is empty")
+		}
+		if strings.ContainsAny(label, "\r\n\x00") {
+			return Replacement{}, fmt.Errorf("group label contains a line break or NUL")
+		}
+		return Replacement{Kind: ReplaceGroup, Label: label}, nil
+	}
+	return Replacement{}, fmt.Errorf("%q is not one of undisclosed, sender, group:LABEL", s)
+}
+
+// String returns the setting as written in the config.
+func (r Replacement) String() string {
+	switch r.Kind {
+	case ReplaceSender:
+		return "sender"
+	case ReplaceGroup:
+		return "group:" + r.Label
+	}
+	return "undisclosed"
+}
+
+// groupValue is the header value of an empty group named label: an
+// encoded-word when the label is not ASCII, a quoted string when it holds
+// characters that are special in a phrase.
+func groupValue(label string) string {
+	for i := 0; i < len(label); i++ {
+		if label[i] >= 0x80 {
+			return mime.BEncoding.Encode("utf-8", label) + ":;"
+		}
+	}
+	if strings.ContainsAny(label, "()<>[]:;@\\,.\"") {
+		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(label) + `":;`
+	}
+	return label + ":;"
+}
+
+// Settings are the policy values that apply to one sender domain.
+type Settings struct {
+	// Threshold is the number of To addresses needed to trigger.
+	Threshold int
+	Count     CountMode
+	Move      MoveMode
+	// ConvertCc applies the rule to Cc as well: To and Cc are then counted
+	// together as one visible list, and both are converted.
+	ConvertCc    bool
+	Replacement  Replacement
+	OnParseError ParseErrorAction
+	// DryRun decides and reports, but changes nothing.
+	DryRun bool
+	// StampHeader is added to converted mail with counts only; "" = none.
+	StampHeader string
+}
+
+// DefaultSettings are the built-in defaults, taken from the seed policy:
+// two or more To addresses with at least one outside party.
+func DefaultSettings() Settings {
+	return Settings{
+		Threshold:    2,
+		Count:        CountAll,
+		Move:         MoveAll,
+		Replacement:  Replacement{Kind: ReplaceUndisclosed},
+		OnParseError: ParseErrorHide,
+		StampHeader:  "X-BCCGuard",
+	}
+}
+
+// DomainRule is one entry of the domains list, with its settings already
+// merged over the policy defaults.
+type DomainRule struct {
+	// Index is the entry's position in the config's domains list.
+	Index    int
+	Pattern  DomainPattern
+	Enabled  bool
+	Settings Settings
+}
+
+// Config is an immutable policy configuration. Build it once, share it
+// between goroutines, never modify it after use.
+type Config struct {
+	// Internal holds the organization's own domains.
+	Internal DomainSet
+	// Domains lists the sender domains whose mail is checked. When
+	// HasDomains is false, senders in Internal are checked with Default;
+	// when Internal is empty too, every sender is.
+	Domains    []DomainRule
+	HasDomains bool
+	// Default applies to senders matched without a domains entry.
+	Default Settings
+	// ExemptSenders holds lower-cased envelope sender addresses that are
+	// never converted.
+	ExemptSenders map[string]bool
+}
+
+// DefaultConfig returns the configuration used with no config file: every
+// sender is checked and every recipient is external.
+func DefaultConfig() *Config {
+	return &Config{Default: DefaultSettings()}
+}
+
+// ruleFor finds the domains entry for a normalized sender domain: the most
+// specific matching pattern wins.
+func (c *Config) ruleFor(domain string) (DomainRule, bool) {
+	best, found := DomainRule{}, false
+	for _, r := range c.Domains {
+		if r.Pattern.Match(domain) && (!found || r.Pattern.specificity() > best.Pattern.specificity()) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}

@@ -1,0 +1,348 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/emersion/go-message/mail"
+)
+
+// Action is what happens to a message.
+type Action int
+
+const (
+	// Pass lets the message through unchanged.
+	Pass Action = iota
+	// Convert hides the visible recipients (unless DryRun).
+	Convert
+	// Tempfail refuses the message with a temporary failure, so that the
+	// client tries again later and nothing leaks in the meantime.
+	Tempfail
+)
+
+// String returns "pass", "convert" or "tempfail".
+func (a Action) String() string {
+	switch a {
+	case Convert:
+		return "convert"
+	case Tempfail:
+		return "tempfail"
+	}
+	return "pass"
+}
+
+// ParseProblem says how well the address fields could be read.
+type ParseProblem string
+
+const (
+	// ParseOK means every field parsed strictly.
+	ParseOK ParseProblem = ""
+	// ParseLenient means at least one field failed the strict parser and
+	// was counted by the lenient extractor.
+	ParseLenient ParseProblem = "lenient"
+	// ParseUnreadable means at least one field held no address that even
+	// the lenient extractor could find; OnParseError applied.
+	ParseUnreadable ParseProblem = "unreadable"
+)
+
+// Message is what the policy needs to know about one message.
+type Message struct {
+	// Sender is the envelope sender (MAIL FROM), with or without angle
+	// brackets; empty for the null sender of bounces.
+	Sender string
+	// Header holds the header fields in message order. Fields other than
+	// To, Cc and From may be left out.
+	Header []Field
+}
+
+// Decision is the outcome for one message.
+type Decision struct {
+	Action Action
+	// DryRun is true when the action would be Convert but nothing is
+	// changed; Edits is then empty.
+	DryRun bool
+	// Reason explains the action in words for logs and `bccguard check`.
+	Reason string
+	// SenderDomain is the normalized envelope sender domain.
+	SenderDomain string
+	// Rule names the config entry that selected the settings: "domains[N]
+	// PATTERN", "internal_domains" or "default".
+	Rule string
+	// Settings are the effective settings; zero when no rule matched.
+	Settings Settings
+	// ToTotal and ToExternal count distinct To addresses.
+	ToTotal, ToExternal int
+	// CcTotal and CcExternal count distinct Cc addresses; only when
+	// ConvertCc is set.
+	CcTotal, CcExternal int
+	// Moved is the number of distinct addresses removed from view.
+	Moved int
+	// Parse says whether the address fields could be read.
+	Parse ParseProblem
+	// Edits are the header changes to make, in order.
+	Edits []Edit
+}
+
+// Decide applies the policy to one message. It never panics on any input
+// and always returns a decision; a header it cannot read is handled by the
+// OnParseError setting.
+func Decide(cfg *Config, msg Message) Decision {
+	var d Decision
+	sender := strings.TrimSpace(msg.Sender)
+	sender = strings.TrimSuffix(strings.TrimPrefix(sender, "<"), ">")
+	if sender == "" {
+		d.Reason = "null sender (bounce or notification)"
+		return d
+	}
+	if cfg.ExemptSenders[strings.ToLower(sender)] {
+		d.Reason = "sender is in exempt_senders"
+		return d
+	}
+	d.SenderDomain = addrDomain(sender)
+	if d.SenderDomain == "" {
+		d.Reason = "envelope sender has no domain"
+		return d
+	}
+	settings, rule, reason := cfg.settingsFor(d.SenderDomain)
+	if rule == "" {
+		d.Reason = reason
+		return d
+	}
+	d.Rule, d.Settings = rule, settings
+
+	v := readVisible(cfg, msg.Header, settings.ConvertCc)
+	d.ToTotal, d.ToExternal = v.to.total, v.to.external
+	d.CcTotal, d.CcExternal = v.cc.total, v.cc.external
+	d.Parse = v.problem()
+
+	if d.Parse == ParseUnreadable {
+		switch settings.OnParseError {
+		case ParseErrorTempfail:
+			d.Action = Tempfail
+			d.Reason = "an address field cannot be read; on_parse_error is tempfail"
+			return d
+		case ParseErrorAccept:
+			d.Reason = "an address field cannot be read; on_parse_error is accept"
+			return d
+		}
+		d.Action = Convert
+		d.Reason = "an address field cannot be read; on_parse_error is hide"
+		settings.Move = MoveAll
+		return v.convert(d, settings, msg.Header)
+	}
+
+	total, external := v.to.total, v.to.external
+	list := "To"
+	if settings.ConvertCc {
+		total, external = v.combined.total, v.combined.external
+		list = "To and Cc"
+	}
+	counted := total
+	if settings.Count == CountExternal {
+		counted = external
+	}
+	switch {
+	case external == 0:
+		d.Reason = fmt.Sprintf("%s: %d addresses, none external", list, total)
+		return d
+	case counted < settings.Threshold:
+		d.Reason = fmt.Sprintf("%s: %d addresses, %d external; below threshold %d (count: %s)",
+			list, total, external, settings.Threshold, settings.Count)
+		return d
+	}
+	d.Action = Convert
+	d.Reason = fmt.Sprintf("%s: %d addresses, %d external; threshold %d reached (count: %s)",
+		list, total, external, settings.Threshold, settings.Count)
+	return v.convert(d, settings, msg.Header)
+}
+
+// settingsFor selects the settings for a sender domain. It returns the rule
+// name, or "" with the reason why the sender is not checked.
+func (c *Config) settingsFor(domain string) (Settings, string, string) {
+	switch {
+	case c.HasDomains:
+		r, ok := c.ruleFor(domain)
+		if !ok {
+			return Settings{}, "", "sender domain " + domain + " is not in domains"
+		}
+		name := fmt.Sprintf("domains[%d] %s", r.Index, r.Pattern)
+		if !r.Enabled {
+			return Settings{}, "", "sender domain disabled by " + name
+		}
+		return r.Settings, name, ""
+	case len(c.Internal) > 0:
+		if !c.Internal.Contains(domain) {
+			return Settings{}, "", "sender domain " + domain + " is not in internal_domains"
+		}
+		return c.Default, "internal_domains", ""
+	}
+	return c.Default, "default", ""
+}
+
+// fieldSet is the parsed content of all fields with one name.
+type fieldSet struct {
+	fields []FieldAddresses
+	// addrs are the distinct addresses in order of appearance.
+	addrs           []Address
+	total, external int
+}
+
+type visible struct {
+	to, cc, combined fieldSet
+	from             []Field
+}
+
+func (v *visible) problem() ParseProblem {
+	p := ParseOK
+	for _, fs := range [][]FieldAddresses{v.to.fields, v.cc.fields} {
+		for _, f := range fs {
+			switch f.Mode {
+			case ParseFailed:
+				return ParseUnreadable
+			case ParsedLenient:
+				p = ParseLenient
+			}
+		}
+	}
+	return p
+}
+
+func readVisible(cfg *Config, h []Field, withCc bool) *visible {
+	v := &visible{}
+	seen := map[string]bool{}
+	seenCombined := map[string]bool{}
+	for _, f := range h {
+		var fs *fieldSet
+		switch {
+		case strings.EqualFold(f.Name, "To"):
+			fs = &v.to
+		case withCc && strings.EqualFold(f.Name, "Cc"):
+			fs = &v.cc
+		case strings.EqualFold(f.Name, "From"):
+			v.from = append(v.from, f)
+			continue
+		default:
+			continue
+		}
+		pa := ParseAddressField(f.Value)
+		fs.fields = append(fs.fields, pa)
+		for _, a := range pa.Addrs {
+			k := a.key()
+			internal := cfg.Internal.Contains(a.Domain)
+			a.Internal = internal
+			if !seenCombined[k] {
+				seenCombined[k] = true
+				v.combined.total++
+				if !internal {
+					v.combined.external++
+				}
+			}
+			// To and Cc de-duplicate separately: the same address may be
+			// visible in both.
+			sk := f.Name[:1] + k
+			if seen[strings.ToLower(sk)] {
+				continue
+			}
+			seen[strings.ToLower(sk)] = true
+			fs.addrs = append(fs.addrs, a)
+			fs.total++
+			if !internal {
+				fs.external++
+			}
+		}
+	}
+	return v
+}
+
+// convert fills in the edits of a conversion.
+func (v *visible) convert(d Decision, s Settings, h []Field) Decision {
+	var edits []Edit
+	toValue, toMoved := v.remaining(&v.to, s)
+	d.Moved = toMoved
+	if toValue == "" {
+		toValue = v.replacementValue(s.Replacement)
+	}
+	edits = append(edits, Edit{Op: EditChange, Name: "To", Index: 1, Value: toValue})
+	edits = append(edits, deleteRest("To", len(v.to.fields), 2)...)
+	if s.ConvertCc && len(v.cc.fields) > 0 {
+		ccValue, ccMoved := v.remaining(&v.cc, s)
+		d.Moved += ccMoved
+		first := 1
+		if ccValue != "" {
+			edits = append(edits, Edit{Op: EditChange, Name: "Cc", Index: 1, Value: ccValue})
+			first = 2
+		}
+		edits = append(edits, deleteRest("Cc", len(v.cc.fields), first)...)
+	}
+	if s.DryRun {
+		d.DryRun = true
+		return d
+	}
+	if s.StampHeader != "" {
+		edits = append(edits, Edit{Op: EditAdd, Name: s.StampHeader, Value: stampValue(d)})
+	}
+	d.Edits = edits
+	return d
+}
+
+// deleteRest deletes fields first..n of a name, the highest index first so
+// that no deletion shifts the index of one still to come.
+func deleteRest(name string, n, first int) []Edit {
+	var edits []Edit
+	for i := n; i >= first; i-- {
+		edits = append(edits, Edit{Op: EditChange, Name: name, Index: i, Value: ""})
+	}
+	return edits
+}
+
+// remaining returns the value that stays in a converted field ("" when no
+// address stays) and how many addresses were moved out of it. With
+// MoveExternal the internal addresses stay, but only when every field of
+// that name parsed strictly: a leniently read field cannot be re-written
+// faithfully, so then every address leaves.
+func (v *visible) remaining(fs *fieldSet, s Settings) (string, int) {
+	if s.Move != MoveExternal {
+		return "", fs.total
+	}
+	for _, f := range fs.fields {
+		if f.Mode != ParsedStrict {
+			return "", fs.total
+		}
+	}
+	var keep []string
+	for _, a := range fs.addrs {
+		if a.Internal {
+			keep = append(keep, formatAddress(a))
+		}
+	}
+	return strings.Join(keep, ",\r\n "), fs.total - len(keep)
+}
+
+func formatAddress(a Address) string {
+	ma := mail.Address{Name: a.Name, Address: a.Addr}
+	return ma.String()
+}
+
+// replacementValue is the To value written when no address stays.
+func (v *visible) replacementValue(r Replacement) string {
+	switch r.Kind {
+	case ReplaceGroup:
+		return groupValue(r.Label)
+	case ReplaceSender:
+		for _, f := range v.from {
+			pa := ParseAddressField(f.Value)
+			if pa.Mode == ParsedStrict && len(pa.Addrs) > 0 {
+				return formatAddress(pa.Addrs[0])
+			}
+		}
+	}
+	return "undisclosed-recipients:;"
+}
+
+func stampValue(d Decision) string {
+	s := fmt.Sprintf("converted; to=%d external=%d moved=%d", d.ToTotal, d.ToExternal, d.Moved)
+	if d.Settings.ConvertCc {
+		s += fmt.Sprintf(" cc=%d cc_external=%d", d.CcTotal, d.CcExternal)
+	}
+	return s
+}

@@ -1,0 +1,110 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/net/idna"
+)
+
+// NormalizeDomain returns the form of a domain used for every comparison:
+// lower case, ASCII (IDN U-labels converted to xn-- A-labels), without a
+// trailing root dot. Address literals such as "[192.0.2.1]" are kept as
+// they are, lower-cased.
+func NormalizeDomain(d string) (string, error) {
+	d = strings.TrimSuffix(strings.TrimSpace(d), ".")
+	if d == "" {
+		return "", errors.New("empty domain")
+	}
+	if d[0] == '[' {
+		return strings.ToLower(d), nil
+	}
+	if isASCIILower(d) {
+		return d, nil
+	}
+	// Lower-case first: the Punycode profile keeps case, and "例え.JP" must
+	// equal "例え.jp".
+	a, err := idna.Punycode.ToASCII(strings.ToLower(d))
+	if err != nil {
+		return "", fmt.Errorf("domain %q: %w", d, err)
+	}
+	return strings.ToLower(a), nil
+}
+
+// isASCIILower reports whether s is already in normalized form, so the
+// common case costs no allocation.
+func isASCIILower(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x80 || ('A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// DomainPattern is one entry of internal_domains or domains, with the
+// matching rule of Postfix tables: "example.jp" matches that domain only,
+// ".example.jp" matches any subdomain of it but not the domain itself.
+type DomainPattern struct {
+	// Domain is the normalized domain, without the leading dot.
+	Domain string
+	// Subdomains is true for a pattern written with a leading dot.
+	Subdomains bool
+}
+
+// ParseDomainPattern parses one configured domain pattern.
+func ParseDomainPattern(s string) (DomainPattern, error) {
+	s = strings.TrimSpace(s)
+	sub := strings.HasPrefix(s, ".")
+	d, err := NormalizeDomain(strings.TrimPrefix(s, "."))
+	if err != nil {
+		return DomainPattern{}, err
+	}
+	if strings.ContainsAny(d, " @,;:") {
+		return DomainPattern{}, fmt.Errorf("domain %q: not a domain name", s)
+	}
+	return DomainPattern{Domain: d, Subdomains: sub}, nil
+}
+
+// String returns the pattern as it is written in the config.
+func (p DomainPattern) String() string {
+	if p.Subdomains {
+		return "." + p.Domain
+	}
+	return p.Domain
+}
+
+// Match reports whether the normalized domain d matches p.
+func (p DomainPattern) Match(d string) bool {
+	if !p.Subdomains {
+		return d == p.Domain
+	}
+	return len(d) > len(p.Domain)+1 && d[len(d)-len(p.Domain)-1] == '.' && strings.HasSuffix(d, p.Domain)
+}
+
+// specificity orders matching patterns: a longer domain is more specific,
+// and an exact pattern beats a subdomain pattern of the same domain.
+func (p DomainPattern) specificity() int {
+	s := 2 * len(p.Domain)
+	if !p.Subdomains {
+		s++
+	}
+	return s
+}
+
+// DomainSet is a list of patterns; a domain belongs to it when any pattern
+// matches. Parent suffixes never match by accident: ".lg.jp" would have to
+// be configured explicitly for other municipalities to count as internal.
+type DomainSet []DomainPattern
+
+// Contains reports whether the normalized domain d matches any pattern.
+func (s DomainSet) Contains(d string) bool {
+	for _, p := range s {
+		if p.Match(d) {
+			return true
+		}
+	}
+	return false
+}
