@@ -1,0 +1,95 @@
+// Package config loads and validates bccguard's YAML configuration with
+// viper and turns it into an immutable snapshot.
+//
+// Every problem in a file is collected and reported at once, each naming
+// the file and the key path ("domains[2].threshold"), so that an admin can
+// fix a file in one go. A Config is never modified after Load returns:
+// reloads build a new one and swap it in whole.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/bccguard/bccguard/policy"
+)
+
+// DefaultListen is the listener used when the config does not name one:
+// loopback only, because the milter protocol has no authentication.
+const DefaultListen = "inet:127.0.0.1:10030"
+
+// Config is a validated, immutable configuration snapshot.
+type Config struct {
+	// File is the file it was loaded from; empty for built-in defaults.
+	File string
+	// Listen is the milter address in Postfix syntax.
+	Listen     string
+	SocketMode os.FileMode
+	LogLevel   slog.Level
+	// LogFormat is "text" or "json".
+	LogFormat string
+	// Policy is the decision config shared by the daemon and `check`.
+	Policy *policy.Config
+	// Warnings are problems that do not stop the daemon but that an admin
+	// should hear about at startup.
+	Warnings []string
+
+	effective map[string]any
+}
+
+// Problem is one thing wrong with a config file.
+type Problem struct {
+	File string
+	// Key is the key path, such as "policy.threshold" or "domains[1].domain".
+	Key string
+	Msg string
+}
+
+func (p Problem) String() string {
+	file := p.File
+	if file == "" {
+		file = "(built-in defaults and environment)"
+	}
+	if p.Key == "" {
+		return file + ": " + p.Msg
+	}
+	return file + ": " + p.Key + ": " + p.Msg
+}
+
+// Error lists every problem found in one config; the daemon does not start
+// (or a reload is refused) when Load returns one.
+type Error struct {
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return fmt.Sprintf("config: %d problem(s):\n  %s", len(lines), strings.Join(lines, "\n  "))
+}
+
+// ParseListen splits a Postfix-style milter address into a network and an
+// address for net.Listen: "inet:HOST:PORT" or "unix:/path".
+func ParseListen(s string) (network, address string, err error) {
+	kind, rest, ok := strings.Cut(s, ":")
+	switch {
+	case !ok:
+	case kind == "unix" || kind == "local":
+		if !strings.HasPrefix(rest, "/") {
+			return "", "", fmt.Errorf("%q: unix socket path must be absolute", s)
+		}
+		return "unix", rest, nil
+	case kind == "inet" || kind == "inet6":
+		host, port, err := splitHostPort(rest)
+		if err != nil {
+			return "", "", fmt.Errorf("%q: %w", s, err)
+		}
+		return "tcp", net.JoinHostPort(host, port), nil
+	}
+	return "", "", fmt.Errorf("%q is not inet:HOST:PORT or unix:/path", s)
+}

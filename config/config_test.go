@@ -1,0 +1,154 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bccguard/bccguard/policy"
+)
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != DefaultListen || c.SocketMode != 0o660 || c.LogFormat != "text" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if got := c.Policy.Default; got != policy.DefaultSettings() {
+		t.Fatalf("policy defaults = %+v, want %+v", got, policy.DefaultSettings())
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "every sender") {
+		t.Fatalf("warnings = %q", c.Warnings)
+	}
+}
+
+func TestLoadCity(t *testing.T) {
+	c, err := Load("testdata/city.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Policy
+	if !p.HasDomains || len(p.Domains) != 4 || len(p.Internal) != 2 {
+		t.Fatalf("policy = %+v", p)
+	}
+	if p.Domains[2].Settings.Threshold != 3 || p.Domains[2].Settings.Count != policy.CountAll {
+		t.Fatalf("board override not merged: %+v", p.Domains[2].Settings)
+	}
+	if p.Domains[3].Enabled || !p.Domains[0].Enabled {
+		t.Fatal("enabled flags wrong")
+	}
+	if !p.ExemptSenders["mailer@city.example.jp"] || len(c.Warnings) != 0 {
+		t.Fatalf("exempt=%v warnings=%q", p.ExemptSenders, c.Warnings)
+	}
+	// The effective config must load again to the same thing.
+	f := filepath.Join(t.TempDir(), "effective.yaml")
+	if err := os.WriteFile(f, []byte(c.YAML()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Load(f)
+	if err != nil {
+		t.Fatalf("effective config does not load: %v\n%s", err, c.YAML())
+	}
+	if c2.YAML() != c.YAML() {
+		t.Fatalf("effective config changed on reload:\n%s\n---\n%s", c.YAML(), c2.YAML())
+	}
+}
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	_, err := Load("testdata/bad.yaml")
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v, want *Error", err)
+	}
+	want := []string{
+		"listen", "socket_mode", "log_level", "internal_domains[1]",
+		"policy.threshold", "policy.move", "policy.thresold", "policy.replacement",
+		"domains[0].count", "domains[1].domain", "domains[2].domain", "domains[3].enabled",
+		"exempt_senders[0]", "colour",
+	}
+	got := map[string]string{}
+	for _, p := range ce.Problems {
+		if p.File != "testdata/bad.yaml" {
+			t.Errorf("problem without the file name: %+v", p)
+		}
+		got[p.Key] = p.Msg
+	}
+	for _, k := range want {
+		if _, ok := got[k]; !ok {
+			t.Errorf("no problem reported for %s", k)
+		}
+	}
+	if t.Failed() {
+		t.Log(err)
+	}
+	if got["policy.thresold"] != "unknown key" || got["colour"] != "unknown key" {
+		t.Errorf("unknown keys: %q %q", got["policy.thresold"], got["colour"])
+	}
+}
+
+func TestLoadSyntaxError(t *testing.T) {
+	_, err := Load("testdata/syntax.yaml")
+	if err == nil || !strings.Contains(err.Error(), "testdata/syntax.yaml") || !strings.Contains(err.Error(), "YAML") {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = Load("testdata/missing.yaml")
+	if err == nil || !strings.Contains(err.Error(), "testdata/missing.yaml") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEnvironmentOverrides(t *testing.T) {
+	t.Setenv("BCCGUARD_POLICY_THRESHOLD", "5")
+	t.Setenv("BCCGUARD_LISTEN", "unix:/run/bccguard/bccguard.sock")
+	t.Setenv("BCCGUARD_INTERNAL_DOMAINS", "a.example,.a.example")
+	c, err := Load("testdata/city.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Policy.Default.Threshold != 5 || c.Listen != "unix:/run/bccguard/bccguard.sock" || len(c.Policy.Internal) != 2 || c.Policy.Internal[0].Domain != "a.example" {
+		t.Fatalf("env not applied: listen=%s threshold=%d internal=%v", c.Listen, c.Policy.Default.Threshold, c.Policy.Internal)
+	}
+	t.Setenv("BCCGUARD_POLICY_THRESHOLD", "many")
+	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "policy.threshold") {
+		t.Fatalf("bad env value: err = %v", err)
+	}
+}
+
+func TestSocketModeUnquoted(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(f, []byte("socket_mode: 0640\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SocketMode != 0o640 {
+		t.Fatalf("socket_mode = %o", c.SocketMode)
+	}
+}
+
+func TestParseListen(t *testing.T) {
+	for in, want := range map[string]string{
+		"inet:127.0.0.1:10030":    "tcp 127.0.0.1:10030",
+		"inet:[::1]:10030":        "tcp [::1]:10030",
+		"unix:/run/bccguard.sock": "unix /run/bccguard.sock",
+		"inet:127.0.0.1":          "error",
+		"unix:relative.sock":      "error",
+		"127.0.0.1:10030":         "error",
+		"inet:localhost:0":        "error",
+	} {
+		n, a, err := ParseListen(in)
+		got := n + " " + a
+		if err != nil {
+			got = "error"
+		}
+		if got != want {
+			t.Errorf("ParseListen(%q) = %q (%v), want %q", in, got, err, want)
+		}
+	}
+}

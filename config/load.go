@@ -1,0 +1,343 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"github.com/bccguard/bccguard/policy"
+)
+
+// EnvPrefix is the prefix of environment overrides: BCCGUARD_LISTEN,
+// BCCGUARD_POLICY_THRESHOLD and so on.
+const EnvPrefix = "BCCGUARD"
+
+// rawPolicy holds the policy keys as written; nil means "not set here", so
+// that a domains entry inherits the value from the policy section.
+type rawPolicy struct {
+	Threshold    *int    `mapstructure:"threshold"`
+	Count        *string `mapstructure:"count"`
+	Move         *string `mapstructure:"move"`
+	ConvertCc    *bool   `mapstructure:"convert_cc"`
+	Replacement  *string `mapstructure:"replacement"`
+	OnParseError *string `mapstructure:"on_parse_error"`
+	DryRun       *bool   `mapstructure:"dry_run"`
+	StampHeader  *string `mapstructure:"stamp_header"`
+}
+
+// rawDomain is one entry of the domains list. Domains are a list and never
+// map keys, because viper splits keys at dots.
+type rawDomain struct {
+	Domain    string `mapstructure:"domain"`
+	Enabled   *bool  `mapstructure:"enabled"`
+	rawPolicy `mapstructure:",squash"`
+}
+
+type rawConfig struct {
+	Listen          string      `mapstructure:"listen"`
+	SocketMode      any         `mapstructure:"socket_mode"`
+	LogLevel        string      `mapstructure:"log_level"`
+	LogFormat       string      `mapstructure:"log_format"`
+	InternalDomains []string    `mapstructure:"internal_domains"`
+	Policy          rawPolicy   `mapstructure:"policy"`
+	Domains         []rawDomain `mapstructure:"domains"`
+	ExemptSenders   []string    `mapstructure:"exempt_senders"`
+}
+
+// defaults are the built-in values; every key is listed so that viper
+// knows it and an environment variable can override it.
+var defaults = map[string]any{
+	"listen":                DefaultListen,
+	"socket_mode":           "0660",
+	"log_level":             "info",
+	"log_format":            "text",
+	"internal_domains":      []string{},
+	"exempt_senders":        []string{},
+	"policy.threshold":      2,
+	"policy.count":          "all",
+	"policy.move":           "all",
+	"policy.convert_cc":     false,
+	"policy.replacement":    "undisclosed",
+	"policy.on_parse_error": "hide",
+	"policy.dry_run":        false,
+	"policy.stamp_header":   "X-BCCGuard",
+}
+
+// Load reads and validates a config file; file "" means built-in defaults
+// plus environment overrides. On any problem it returns an *Error listing
+// all of them, and no Config.
+func Load(file string) (*Config, error) {
+	v := viper.New()
+	for k, val := range defaults {
+		v.SetDefault(k, val)
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if file != "" {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, &Error{Problems: []Problem{{File: file, Msg: readError(err)}}}
+		}
+	}
+	var raw rawConfig
+	var problems []Problem
+	err := v.UnmarshalExact(&raw, func(dc *mapstructure.DecoderConfig) {
+		// WeaklyTypedInput lets environment strings ("3", "true") fill
+		// typed keys; YAML already has the right types.
+		dc.WeaklyTypedInput = true
+		dc.DecodeHook = mapstructure.StringToSliceHookFunc(",")
+	})
+	if err != nil {
+		problems = append(problems, decodeProblems(file, err)...)
+	}
+	c := &Config{File: file}
+	problems = append(problems, c.build(file, &raw, v.IsSet("domains") && v.Get("domains") != nil)...)
+	if len(problems) > 0 {
+		sort.SliceStable(problems, func(i, j int) bool { return problems[i].Key < problems[j].Key })
+		return nil, &Error{Problems: problems}
+	}
+	return c, nil
+}
+
+func readError(err error) string {
+	var nf viper.ConfigFileNotFoundError
+	if errors.As(err, &nf) || errors.Is(err, os.ErrNotExist) {
+		return "cannot read the file: " + err.Error()
+	}
+	return "cannot parse the file as YAML: " + err.Error()
+}
+
+// decodeProblems turns mapstructure's joined errors into one Problem per
+// key, so that unknown keys and wrong types are named like every other
+// problem.
+func decodeProblems(file string, err error) []Problem {
+	var out []Problem
+	var walk func(error)
+	walk = func(err error) {
+		if de, ok := err.(*mapstructure.DecodeError); ok {
+			msg := de.Unwrap().Error()
+			if keys, ok := strings.CutPrefix(msg, "has invalid keys: "); ok {
+				for _, k := range strings.Split(keys, ", ") {
+					out = append(out, Problem{File: file, Key: joinKey(de.Name(), k), Msg: "unknown key"})
+				}
+				return
+			}
+			out = append(out, Problem{File: file, Key: de.Name(), Msg: "wrong type: " + msg})
+			return
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		default:
+			out = append(out, Problem{File: file, Msg: err.Error()})
+		}
+	}
+	walk(err)
+	return out
+}
+
+func joinKey(parent, k string) string {
+	if parent == "" {
+		return k
+	}
+	return parent + "." + k
+}
+
+// build validates raw and fills c, returning every problem found.
+func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
+	var problems []Problem
+	bad := func(key, format string, args ...any) {
+		problems = append(problems, Problem{File: file, Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+
+	c.Listen = raw.Listen
+	if _, _, err := ParseListen(raw.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	mode, err := parseSocketMode(raw.SocketMode)
+	if err != nil {
+		bad("socket_mode", "%v", err)
+	}
+	c.SocketMode = mode
+	switch strings.ToLower(raw.LogLevel) {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		bad("log_level", "%q is not one of debug, info, warn, error", raw.LogLevel)
+	}
+	c.LogFormat = strings.ToLower(raw.LogFormat)
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("log_format", "%q is not one of text, json", raw.LogFormat)
+	}
+
+	pc := &policy.Config{HasDomains: hasDomains, ExemptSenders: map[string]bool{}}
+	for i, d := range raw.InternalDomains {
+		p, err := policy.ParseDomainPattern(d)
+		if err != nil {
+			bad(fmt.Sprintf("internal_domains[%d]", i), "%v", err)
+			continue
+		}
+		pc.Internal = append(pc.Internal, p)
+	}
+	pc.Default = mergeSettings(policy.Settings{}, raw.Policy, "policy", bad)
+	seen := map[string]int{}
+	for i, rd := range raw.Domains {
+		key := fmt.Sprintf("domains[%d]", i)
+		if strings.TrimSpace(rd.Domain) == "" {
+			bad(key+".domain", "missing: every entry needs a domain")
+			continue
+		}
+		p, err := policy.ParseDomainPattern(rd.Domain)
+		if err != nil {
+			bad(key+".domain", "%v", err)
+			continue
+		}
+		if j, dup := seen[p.String()]; dup {
+			bad(key+".domain", "%s is already listed as domains[%d]", p, j)
+			continue
+		}
+		seen[p.String()] = i
+		rule := policy.DomainRule{Index: i, Pattern: p, Enabled: rd.Enabled == nil || *rd.Enabled}
+		rule.Settings = mergeSettings(pc.Default, rd.rawPolicy, key, bad)
+		pc.Domains = append(pc.Domains, rule)
+	}
+	for i, s := range raw.ExemptSenders {
+		s = strings.TrimSpace(s)
+		if !strings.Contains(s, "@") || strings.ContainsAny(s, " <>,") {
+			bad(fmt.Sprintf("exempt_senders[%d]", i), "%q is not an envelope sender address (local@domain)", s)
+			continue
+		}
+		pc.ExemptSenders[strings.ToLower(s)] = true
+	}
+	c.Policy = pc
+
+	switch {
+	case hasDomains && len(pc.Domains) == 0 && len(problems) == 0:
+		c.Warnings = append(c.Warnings, "domains is empty: no sender is checked and bccguard changes nothing")
+	case !hasDomains && len(pc.Internal) == 0:
+		c.Warnings = append(c.Warnings, "neither domains nor internal_domains is set: every sender is checked and every recipient counts as external")
+	}
+	c.effective = effective(raw, c)
+	return problems
+}
+
+// mergeSettings lays the keys set in r over base; the policy section is
+// merged over zero settings, with every key present thanks to defaults.
+func mergeSettings(base policy.Settings, r rawPolicy, prefix string, bad func(string, string, ...any)) policy.Settings {
+	s := base
+	if r.Threshold != nil {
+		s.Threshold = *r.Threshold
+		if s.Threshold < 1 {
+			bad(prefix+".threshold", "must be 1 or more, got %d", s.Threshold)
+		}
+	}
+	if r.Count != nil {
+		s.Count = policy.CountMode(strings.ToLower(*r.Count))
+		if s.Count != policy.CountAll && s.Count != policy.CountExternal {
+			bad(prefix+".count", "%q is not one of all, external", *r.Count)
+		}
+	}
+	if r.Move != nil {
+		s.Move = policy.MoveMode(strings.ToLower(*r.Move))
+		if s.Move != policy.MoveAll && s.Move != policy.MoveExternal {
+			bad(prefix+".move", "%q is not one of all, external", *r.Move)
+		}
+	}
+	if r.ConvertCc != nil {
+		s.ConvertCc = *r.ConvertCc
+	}
+	if r.Replacement != nil {
+		rep, err := policy.ParseReplacement(*r.Replacement)
+		if err != nil {
+			bad(prefix+".replacement", "%v", err)
+		}
+		s.Replacement = rep
+	}
+	if r.OnParseError != nil {
+		s.OnParseError = policy.ParseErrorAction(strings.ToLower(*r.OnParseError))
+		switch s.OnParseError {
+		case policy.ParseErrorHide, policy.ParseErrorTempfail, policy.ParseErrorAccept:
+		default:
+			bad(prefix+".on_parse_error", "%q is not one of hide, tempfail, accept", *r.OnParseError)
+		}
+	}
+	if r.DryRun != nil {
+		s.DryRun = *r.DryRun
+	}
+	if r.StampHeader != nil {
+		s.StampHeader = strings.TrimSpace(*r.StampHeader)
+		if !validHeaderName(s.StampHeader) {
+			bad(prefix+".stamp_header", "%q is not a header field name (printable ASCII, no space or colon)", *r.StampHeader)
+		}
+	}
+	return s
+}
+
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseSocketMode accepts the mode as a quoted octal string ("0660") and as
+// an unquoted YAML number: yaml.v3 already reads 0660 as octal (432).
+func parseSocketMode(v any) (os.FileMode, error) {
+	var m uint64
+	switch x := v.(type) {
+	case string:
+		n, err := strconv.ParseUint(strings.TrimSpace(x), 8, 32)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not an octal file mode such as \"0660\"", x)
+		}
+		m = n
+	case int:
+		if x < 0 {
+			return 0, fmt.Errorf("%d is not a file mode", x)
+		}
+		m = uint64(x)
+	default:
+		return 0, fmt.Errorf("%v is not an octal file mode such as \"0660\"", v)
+	}
+	if m > 0o777 {
+		return 0, fmt.Errorf("%#o has bits beyond 0777", m)
+	}
+	return os.FileMode(m), nil
+}
+
+func splitHostPort(hp string) (string, string, error) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", "", err
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	if host == "" {
+		return "", "", errors.New("host is empty (use 127.0.0.1 for loopback)")
+	}
+	return host, port, nil
+}
