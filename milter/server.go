@@ -1,0 +1,81 @@
+// Package milter adapts go-milter to the policy: it collects the envelope
+// sender and the address header fields of each message, asks the policy
+// for a decision at end-of-message, and answers with header changes.
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+
+	gomilter "github.com/d--j/go-milter"
+
+	"github.com/bccguard/bccguard/policy"
+)
+
+// Actions are the modifications bccguard may make: change and add header
+// fields. It never asks to change the envelope, so Postfix would refuse an
+// envelope change even if a bug tried one.
+const Actions = gomilter.OptChangeHeader | gomilter.OptAddHeader
+
+// Protocol turns off every event the decision does not need, and every
+// reply bccguard has nothing to say in: Postfix then sends MAIL FROM, the
+// header fields and end-of-message only, and never the body.
+const Protocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoRcptTo |
+	gomilter.OptNoData | gomilter.OptNoUnknown | gomilter.OptNoEOH | gomilter.OptNoBody |
+	gomilter.OptNoMailReply | gomilter.OptNoHeaderReply
+
+// Server is a milter server that applies the current policy snapshot.
+type Server struct {
+	policy *atomic.Pointer[policy.Config]
+	log    *slog.Logger
+	srv    *gomilter.Server
+}
+
+// NewServer returns a server reading the policy from p on every new milter
+// session; swap the pointer to reload. A nil logger discards logs.
+func NewServer(p *atomic.Pointer[policy.Config], log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{policy: p, log: log}
+	s.srv = gomilter.NewServer(
+		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
+			return newSession(s)
+		}),
+		gomilter.WithActions(Actions),
+		gomilter.WithProtocols(Protocol),
+		// Postfix sends the queue id at end-of-message by default
+		// (milter_end_of_data_macros); asking for it keeps it there when
+		// an admin has changed that list.
+		gomilter.WithMacroRequest(gomilter.StageEOM, []gomilter.MacroName{gomilter.MacroQueueId}),
+	)
+	return s
+}
+
+// Serve accepts milter connections on ln until Shutdown or Close. It
+// returns nil after a Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
+		return fmt.Errorf("milter: serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for the sessions in
+// flight to end, or for ctx to be done; then it closes what is left, and
+// Postfix applies milter_default_action to those messages.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("milter: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close stops the server at once, cutting sessions in flight.
+func (s *Server) Close() error {
+	return s.srv.Close()
+}

@@ -1,0 +1,183 @@
+package milter
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	gomilter "github.com/d--j/go-milter"
+
+	"github.com/bccguard/bccguard/policy"
+)
+
+// session handles one milter connection, which Postfix keeps for one SMTP
+// session: several messages may follow each other on it.
+type session struct {
+	server *Server
+	// cfg is the snapshot the session started with; a reload does not
+	// change the rules in the middle of a session.
+	cfg *policy.Config
+
+	// Per message; reset by MailFrom and Abort.
+	sender string
+	header []policy.Field
+	// broken is set when a handler failed before end-of-message, so that
+	// the message is refused rather than passed half-read.
+	broken error
+}
+
+func newSession(s *Server) *session {
+	return &session{server: s}
+}
+
+var _ gomilter.Milter = (*session)(nil)
+
+func (s *session) reset() {
+	s.sender = ""
+	s.header = s.header[:0]
+	s.broken = nil
+}
+
+// NewConnection takes the policy snapshot for the session.
+func (s *session) NewConnection(gomilter.Modifier) error {
+	s.cfg = s.server.policy.Load()
+	return nil
+}
+
+// Connect is not negotiated.
+func (s *session) Connect(string, string, uint16, string, gomilter.Modifier) (*gomilter.Response, error) {
+	return nil, nil
+}
+
+// Helo is not negotiated.
+func (s *session) Helo(string, gomilter.Modifier) (*gomilter.Response, error) { return nil, nil }
+
+// MailFrom starts a new message.
+func (s *session) MailFrom(from string, _ string, _ gomilter.Modifier) (*gomilter.Response, error) {
+	s.reset()
+	s.sender = from
+	return nil, nil
+}
+
+// RcptTo is not negotiated: the envelope recipients are never needed.
+func (s *session) RcptTo(string, string, gomilter.Modifier) (*gomilter.Response, error) {
+	return nil, nil
+}
+
+// Data is not negotiated.
+func (s *session) Data(gomilter.Modifier) (*gomilter.Response, error) { return nil, nil }
+
+// Header keeps the fields the policy reads. Other fields are dropped here:
+// edits address fields by their index among fields of the same name, so
+// the others are not needed to place them.
+func (s *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Response, error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.broken = fmt.Errorf("panic in header handler: %v\n%s", r, debug.Stack())
+		}
+	}()
+	if isPolicyField(name) {
+		s.header = append(s.header, policy.Field{Name: name, Value: value})
+	}
+	return nil, nil
+}
+
+func isPolicyField(name string) bool {
+	return strings.EqualFold(name, "To") || strings.EqualFold(name, "Cc") || strings.EqualFold(name, "From")
+}
+
+// Headers is not negotiated.
+func (s *session) Headers(gomilter.Modifier) (*gomilter.Response, error) { return nil, nil }
+
+// BodyChunk is not negotiated: the body never crosses the socket.
+func (s *session) BodyChunk([]byte, gomilter.Modifier) (*gomilter.Response, error) {
+	return nil, nil
+}
+
+// EndOfMessage decides and applies the edits.
+func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, err error) {
+	start := time.Now()
+	queueID := m.Get(gomilter.MacroQueueId)
+	log := s.server.log.With(slog.String("queue_id", queueID))
+	defer func() {
+		// A panic must not kill the daemon and every session with it, and
+		// must not let the message pass with its To intact: refuse it
+		// for now, Postfix will try again.
+		if r := recover(); r != nil {
+			log.Error("panic while deciding; message tempfailed", slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+			resp, err = tempfail("internal error")
+		}
+	}()
+	if s.broken != nil {
+		log.Error("message tempfailed", slog.Any("error", s.broken))
+		return tempfail("internal error")
+	}
+	d := policy.Decide(s.cfg, policy.Message{Sender: s.sender, Header: s.header})
+	for _, e := range d.Edits {
+		if err := applyEdit(m, e); err != nil {
+			// The connection to Postfix is broken; Postfix applies
+			// milter_default_action (tempfail) to the message.
+			log.Error("cannot send header change", slog.Any("error", err))
+			return nil, fmt.Errorf("milter: end of message: %w", err)
+		}
+	}
+	logDecision(log, d, s.sender, time.Since(start))
+	if d.Action == policy.Tempfail {
+		return tempfail(d.Reason)
+	}
+	return gomilter.RespAccept, nil
+}
+
+func applyEdit(m gomilter.Modifier, e policy.Edit) error {
+	if e.Op == policy.EditAdd {
+		return m.AddHeader(e.Name, e.Value)
+	}
+	return m.ChangeHeader(e.Index, e.Name, e.Value)
+}
+
+// tempfail refuses the message with 451 and a text that tells the admin
+// reading the client's bounce where to look.
+func tempfail(why string) (*gomilter.Response, error) {
+	why = strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return ' '
+		}
+		return r
+	}, why)
+	return gomilter.RejectWithCodeAndReason(451, "4.7.0 bccguard: "+why+"; try again later")
+}
+
+func logDecision(log *slog.Logger, d policy.Decision, sender string, took time.Duration) {
+	level := slog.LevelInfo
+	if d.Action == policy.Pass {
+		level = slog.LevelDebug
+	}
+	log.Log(context.Background(), level, "decision",
+		slog.String("action", d.Action.String()),
+		slog.Bool("dry_run", d.DryRun),
+		slog.String("sender", sender),
+		slog.String("sender_domain", d.SenderDomain),
+		slog.String("rule", d.Rule),
+		slog.Int("to_total", d.ToTotal),
+		slog.Int("to_external", d.ToExternal),
+		slog.Int("moved", d.Moved),
+		slog.String("parse", string(d.Parse)),
+		slog.String("reason", d.Reason),
+		slog.Duration("duration", took),
+	)
+}
+
+// Abort forgets the current message.
+func (s *session) Abort(gomilter.Modifier) error {
+	s.reset()
+	return nil
+}
+
+// Unknown is not negotiated.
+func (s *session) Unknown(string, gomilter.Modifier) (*gomilter.Response, error) { return nil, nil }
+
+// Cleanup has nothing to release.
+func (s *session) Cleanup(gomilter.Modifier) {}
