@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/policy"
+)
+
+// checkResult is the --json output of `bccguard check`.
+type checkResult struct {
+	Action       string   `json:"action"`
+	DryRun       bool     `json:"dry_run"`
+	Reason       string   `json:"reason"`
+	Sender       string   `json:"sender"`
+	SenderDomain string   `json:"sender_domain"`
+	Rule         string   `json:"rule"`
+	ToTotal      int      `json:"to_total"`
+	ToExternal   int      `json:"to_external"`
+	CcTotal      int      `json:"cc_total"`
+	CcExternal   int      `json:"cc_external"`
+	Moved        int      `json:"moved"`
+	Parse        string   `json:"parse"`
+	Recipients   []string `json:"recipients"`
+	Headers      string   `json:"headers"`
+}
+
+func newCheckCmd() *cobra.Command {
+	var (
+		file   string
+		from   string
+		rcpts  []string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "check [FILE.eml | -]",
+		Short: "Show what bccguard would do with one message",
+		Long: "Run the daemon's policy code on one message (a file, or standard input) and print\n" +
+			"the decision and the header block as it would leave. The envelope sender defaults\n" +
+			"to the From address, the recipients to the To, Cc and Bcc addresses. Exit status\n" +
+			"is 0 for any decision, 1 on an error, 2 on bad usage.",
+		Args: usageArgs(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := config.Load(file)
+			if err != nil {
+				return err
+			}
+			in := cmd.InOrStdin()
+			name := "-"
+			if len(args) == 1 && args[0] != "-" {
+				name = args[0]
+				f, err := os.Open(name)
+				if err != nil {
+					return fmt.Errorf("check: %w", err)
+				}
+				defer f.Close()
+				in = f
+			}
+			raw, err := io.ReadAll(in)
+			if err != nil {
+				return fmt.Errorf("check: read %s: %w", name, err)
+			}
+			header, err := policy.ReadHeader(bytes.NewReader(raw))
+			if err != nil {
+				return fmt.Errorf("check: %s: %w", name, err)
+			}
+			if !cmd.Flags().Changed("from") {
+				from = firstAddress(header, "From")
+			}
+			if len(rcpts) == 0 {
+				rcpts = envelopeRecipients(header)
+			}
+			r := decide(c.Policy, from, rcpts, header)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			printResult(cmd.OutOrStdout(), r)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "config", "c", "", "config file (YAML); default: built-in defaults")
+	f.StringVar(&from, "from", "", "envelope sender (default: the From address; \"\" for a bounce)")
+	f.StringArrayVar(&rcpts, "rcpt", nil, "envelope recipient, may be repeated (default: To, Cc and Bcc addresses)")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+// decide runs the same policy.Decide the daemon runs and shapes the
+// outcome for printing.
+func decide(p *policy.Config, from string, rcpts []string, header []policy.Field) checkResult {
+	d := policy.Decide(p, policy.Message{Sender: from, Header: header})
+	out := policy.Apply(dropBcc(header), d.Edits)
+	if rcpts == nil {
+		rcpts = []string{}
+	}
+	return checkResult{
+		Action:       d.Action.String(),
+		DryRun:       d.DryRun,
+		Reason:       d.Reason,
+		Sender:       from,
+		SenderDomain: d.SenderDomain,
+		Rule:         d.Rule,
+		ToTotal:      d.ToTotal,
+		ToExternal:   d.ToExternal,
+		CcTotal:      d.CcTotal,
+		CcExternal:   d.CcExternal,
+		Moved:        d.Moved,
+		Parse:        string(d.Parse),
+		Recipients:   rcpts,
+		Headers:      policy.FormatHeader(out),
+	}
+}
+
+// dropBcc removes the fields Postfix removes before delivery
+// (message_drop_headers = bcc, content-length, resent-bcc by default), so
+// that the printed header is the one recipients see.
+func dropBcc(h []policy.Field) []policy.Field {
+	var out []policy.Field
+	for _, f := range h {
+		switch strings.ToLower(f.Name) {
+		case "bcc", "resent-bcc", "content-length":
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func firstAddress(h []policy.Field, name string) string {
+	for _, f := range h {
+		if strings.EqualFold(f.Name, name) {
+			if pa := policy.ParseAddressField(f.Value); len(pa.Addrs) > 0 {
+				return pa.Addrs[0].Addr
+			}
+		}
+	}
+	return ""
+}
+
+func envelopeRecipients(h []policy.Field) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range h {
+		switch strings.ToLower(f.Name) {
+		case "to", "cc", "bcc":
+			for _, a := range policy.ParseAddressField(f.Value).Addrs {
+				if k := strings.ToLower(a.Addr); !seen[k] {
+					seen[k] = true
+					out = append(out, a.Addr)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func printResult(w io.Writer, r checkResult) {
+	action := r.Action
+	if r.DryRun {
+		action += " (dry run: nothing is changed)"
+	}
+	sender := r.Sender
+	if sender == "" {
+		sender = "<> (null sender)"
+	}
+	rule := r.Rule
+	if rule == "" {
+		rule = "none"
+	}
+	fmt.Fprintf(w, "action:     %s\n", action)
+	fmt.Fprintf(w, "reason:     %s\n", r.Reason)
+	fmt.Fprintf(w, "sender:     %s (rule: %s)\n", sender, rule)
+	fmt.Fprintf(w, "to:         %d addresses, %d external, %d moved out of sight\n", r.ToTotal, r.ToExternal, r.Moved)
+	if r.Parse != "" {
+		fmt.Fprintf(w, "parse:      %s\n", r.Parse)
+	}
+	fmt.Fprintf(w, "recipients: %d on the envelope, unchanged: %s\n", len(r.Recipients), strings.Join(r.Recipients, ", "))
+	fmt.Fprintf(w, "\n%s", strings.ReplaceAll(r.Headers, "\r\n", "\n"))
+}
