@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCmd(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(args, strings.NewReader(stdin), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+const twoExternal = "From: Staff <staff@city.example.jp>\r\n" +
+	"To: a@ext.example,\r\n b@other.example\r\n" +
+	"Cc: c@ext.example\r\n" +
+	"Bcc: hidden@ext.example\r\n" +
+	"Subject: test\r\n\r\nbody\r\n"
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "bccguard.yaml")
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestCheckJSON(t *testing.T) {
+	cfg := writeConfig(t, "internal_domains: [city.example.jp]\n")
+	code, out, errOut := runCmd(t, twoExternal, "check", "--config", cfg, "--json", "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var r checkResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if r.Action != "convert" || r.ToTotal != 2 || r.ToExternal != 2 || r.Moved != 2 || r.DryRun || r.Reason == "" {
+		t.Fatalf("result = %+v", r)
+	}
+	if r.Sender != "staff@city.example.jp" || len(r.Recipients) != 4 {
+		t.Fatalf("envelope defaults: sender=%q rcpts=%q", r.Sender, r.Recipients)
+	}
+	for _, want := range []string{"\r\nTo: undisclosed-recipients:;\r\n", "\r\nCc: c@ext.example\r\n", "X-BCCGuard: converted"} {
+		if !strings.Contains(r.Headers, want) {
+			t.Errorf("headers lack %q:\n%s", want, r.Headers)
+		}
+	}
+	for _, leak := range []string{"a@ext.example", "b@other.example", "hidden@ext.example"} {
+		if strings.Contains(r.Headers, leak) {
+			t.Errorf("headers still show %s:\n%s", leak, r.Headers)
+		}
+	}
+}
+
+func TestCheckTextAndEnvelopeFlags(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "m.eml")
+	if err := os.WriteFile(f, []byte(twoExternal), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, "internal_domains: [city.example.jp]\n")
+	// An outside envelope sender is not checked: inbound mail passes.
+	code, out, _ := runCmd(t, "", "check", "-c", cfg, "--from", "someone@ext.example", "--rcpt", "x@city.example.jp", f)
+	if code != 0 || !strings.Contains(out, "action:     pass") || !strings.Contains(out, "To: a@ext.example,") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// The null sender of a bounce passes too.
+	code, out, _ = runCmd(t, "", "check", "-c", cfg, "--from", "", f)
+	if code != 0 || !strings.Contains(out, "null sender") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	bad := writeConfig(t, "policy:\n  threshold: 0\n  move: sideways\n")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"check", "--bogus"}, 2, "unknown flag"},
+		{[]string{"check", "a.eml", "b.eml"}, 2, "accepts at most 1 arg"},
+		{[]string{}, 2, "a command is required"},
+		{[]string{"check", "/nonexistent/m.eml"}, 1, "no such file"},
+		{[]string{"check", "-c", bad, "-"}, 1, "policy.threshold"},
+		{[]string{"config", "check", "-c", bad}, 1, "policy.move"},
+		{[]string{"serve", "-c", bad}, 1, "policy.threshold"},
+		{[]string{"serve", "--listen", "nonsense"}, 2, "--listen"},
+		{[]string{"version"}, 0, ""},
+	} {
+		code, out, errOut := runCmd(t, twoExternal, tc.args...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q (stdout %q); want %d and %q", tc.args, code, errOut, out, tc.code, tc.want)
+		}
+	}
+}
+
+func TestConfigCheckPrintsEffectiveConfig(t *testing.T) {
+	cfg := writeConfig(t, "internal_domains: [city.example.jp]\ndomains:\n  - domain: city.example.jp\n    threshold: 3\n")
+	code, out, errOut := runCmd(t, "", "config", "check", "-c", cfg)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"OK", "threshold: 3", "threshold: 2", "stamp_header: X-BCCGuard", "listen: inet:127.0.0.1:10030"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
