@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bccguardBin is the daemon binary built once for the package by TestMain:
+// the tests run the real command, flags, config loading and signals.
+var bccguardBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "bccguard-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bccguardBin = filepath.Join(dir, "bccguard")
+	build := exec.Command("go", "build", "-o", bccguardBin, "../cmd/bccguard")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: build bccguard:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects the daemon's log output.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// daemon is a running `bccguard serve`.
+type daemon struct {
+	cmd    *exec.Cmd
+	addr   string
+	log    *syncBuffer
+	exited chan error
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// writeConfig writes a config file for the daemon into a temp dir.
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "bccguard.yaml")
+	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// startDaemon runs `bccguard serve --config cfg --listen inet:addr` and
+// waits until it accepts connections.
+func startDaemon(t *testing.T, cfg, addr string) *daemon {
+	t.Helper()
+	d := &daemon{addr: addr, log: &syncBuffer{}, exited: make(chan error, 1)}
+	d.cmd = exec.Command(bccguardBin, "serve", "--config", cfg, "--listen", "inet:"+addr)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return d
+		}
+		select {
+		case err := <-d.exited:
+			t.Fatalf("bccguard exited at start: %v\n%s", err, d.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bccguard does not listen on %s:\n%s", addr, d.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			t.Fatalf("bccguard exited with %v:\n%s", err, d.log)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("bccguard did not stop on SIGTERM:\n%s", d.log)
+	}
+	if !strings.Contains(d.log.String(), "bccguard stopped") {
+		t.Fatalf("no clean stop in the log:\n%s", d.log)
+	}
+}
