@@ -318,8 +318,14 @@ func (v *visible) remaining(fs *fieldSet, s Settings) (string, int) {
 	return strings.Join(keep, ",\r\n "), fs.total - len(keep)
 }
 
+// formatAddress writes an address for a re-written field: the bare
+// addr-spec when it has no display name, otherwise the name (RFC 2047
+// encoded when not ASCII) and the address in angle brackets.
 func formatAddress(a Address) string {
 	ma := mail.Address{Name: a.Name, Address: a.Addr}
+	if a.Name == "" {
+		return strings.Trim(ma.String(), "<>")
+	}
 	return ma.String()
 }
 
