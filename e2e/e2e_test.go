@@ -6,6 +6,8 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	netsmtp "net/smtp"
 	"os"
 	"path/filepath"
 	"sort"
@@ -297,5 +299,68 @@ func TestMilterDownTempfails(t *testing.T) {
 	ds := sink.WaitFor(t, 1, 30*time.Second)
 	if got := fields(header(t, ds[0].Data), "To"); len(got) != 1 || got[0] != "undisclosed-recipients:;" {
 		t.Fatalf("To after restart = %q", got)
+	}
+}
+
+// TestSeveralMessagesInOneSession sends three messages over one SMTP
+// connection (one milter session): each is decided on its own.
+func TestSeveralMessagesInOneSession(t *testing.T) {
+	sink, d, pf := setup(t, cityConfig)
+	c, err := netsmtp.Dial(pf.SMTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test.invalid"); err != nil {
+		t.Fatal(err)
+	}
+	msgs := []struct {
+		subject, to string
+		rcpts       []string
+		convert     bool
+	}{
+		{"first", "a@ext.example, b@other.example", []string{"a@ext.example", "b@other.example"}, true},
+		{"second", "a@ext.example", []string{"a@ext.example"}, false},
+		{"third", "a@city.example.jp, b@other.example", []string{"a@city.example.jp", "b@other.example"}, true},
+		{"fourth", "a@city.example.jp, b@city.example.jp", []string{"a@city.example.jp", "b@city.example.jp"}, false},
+	}
+	for _, m := range msgs {
+		if err := c.Mail("staff@city.example.jp"); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range m.rcpts {
+			if err := c.Rcpt(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "From: staff@city.example.jp\r\nTo: %s\r\nSubject: %s\r\n\r\nbody\r\n", m.to, m.subject)
+		if err := w.Close(); err != nil {
+			t.Fatalf("%s: %v\n%s", m.subject, err, d.log)
+		}
+	}
+	if err := c.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	ds := sink.WaitFor(t, len(msgs), 30*time.Second)
+	for _, m := range msgs {
+		found := false
+		for _, dl := range ds {
+			h := header(t, dl.Data)
+			if field(h, "Subject") != m.subject {
+				continue
+			}
+			found = true
+			to := field(h, "To")
+			if m.convert && to != "undisclosed-recipients:;" || !m.convert && to != m.to {
+				t.Errorf("%s: To = %q (convert %v)", m.subject, to, m.convert)
+			}
+		}
+		if !found {
+			t.Errorf("%s not delivered", m.subject)
+		}
 	}
 }
