@@ -13,7 +13,9 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/bccguard/bccguard/audit"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -28,9 +30,22 @@ type Config struct {
 	// Listen is the milter address in Postfix syntax.
 	Listen     string
 	SocketMode os.FileMode
-	LogLevel   slog.Level
+	// SocketGroup is the group given to a unix socket; "" keeps the
+	// process's group.
+	SocketGroup string
+	// ShutdownTimeout bounds how long sessions in flight may take to
+	// finish after SIGTERM.
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
 	// LogFormat is "text" or "json".
 	LogFormat string
+	// LogOutput is "stderr" (for journald) or "syslog" (facility mail).
+	LogOutput string
+	// Audit says how addresses appear in the audit log.
+	Audit audit.Options
+	// MetricsListen is the HOST:PORT of the metrics and health endpoints;
+	// "" turns them off.
+	MetricsListen string
 	// Policy is the decision config shared by the daemon and `check`.
 	Policy *policy.Config
 	// Warnings are problems that do not stop the daemon but that an admin
@@ -38,6 +53,14 @@ type Config struct {
 	Warnings []string
 
 	effective map[string]any
+}
+
+// Name returns the config file, or "built-in defaults".
+func (c *Config) Name() string {
+	if c.File == "" {
+		return "built-in defaults"
+	}
+	return c.File
 }
 
 // Problem is one thing wrong with a config file.

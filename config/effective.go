@@ -12,10 +12,19 @@ import (
 // shape of the file.
 func effective(raw *rawConfig, c *Config) map[string]any {
 	m := map[string]any{
-		"listen":      c.Listen,
-		"socket_mode": fmt.Sprintf("%04o", uint32(c.SocketMode)),
-		"log_level":   raw.LogLevel,
-		"log_format":  c.LogFormat,
+		"listen":           c.Listen,
+		"socket_mode":      fmt.Sprintf("%04o", uint32(c.SocketMode)),
+		"socket_group":     c.SocketGroup,
+		"shutdown_timeout": c.ShutdownTimeout.String(),
+		"log_level":        raw.LogLevel,
+		"log_format":       c.LogFormat,
+		"log_output":       c.LogOutput,
+		"metrics_listen":   c.MetricsListen,
+		"audit": map[string]any{
+			// The key is a secret: never printed.
+			"recipients": string(c.Audit.Mode),
+			"hash_key":   redact(raw.Audit.HashKey),
+		},
 	}
 	if c.Policy == nil {
 		return m
@@ -38,6 +47,13 @@ func effective(raw *rawConfig, c *Config) map[string]any {
 	}
 	m["exempt_senders"] = orEmpty(raw.ExemptSenders)
 	return m
+}
+
+func redact(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return "(set, not shown)"
 }
 
 func orEmpty(s []string) []string {

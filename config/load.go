@@ -9,10 +9,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/bccguard/bccguard/audit"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -41,15 +43,25 @@ type rawDomain struct {
 	rawPolicy `mapstructure:",squash"`
 }
 
+type rawAudit struct {
+	Recipients string `mapstructure:"recipients"`
+	HashKey    string `mapstructure:"hash_key"`
+}
+
 type rawConfig struct {
-	Listen          string      `mapstructure:"listen"`
-	SocketMode      any         `mapstructure:"socket_mode"`
-	LogLevel        string      `mapstructure:"log_level"`
-	LogFormat       string      `mapstructure:"log_format"`
-	InternalDomains []string    `mapstructure:"internal_domains"`
-	Policy          rawPolicy   `mapstructure:"policy"`
-	Domains         []rawDomain `mapstructure:"domains"`
-	ExemptSenders   []string    `mapstructure:"exempt_senders"`
+	Listen          string        `mapstructure:"listen"`
+	SocketMode      any           `mapstructure:"socket_mode"`
+	SocketGroup     string        `mapstructure:"socket_group"`
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	LogLevel        string        `mapstructure:"log_level"`
+	LogFormat       string        `mapstructure:"log_format"`
+	LogOutput       string        `mapstructure:"log_output"`
+	Audit           rawAudit      `mapstructure:"audit"`
+	MetricsListen   string        `mapstructure:"metrics_listen"`
+	InternalDomains []string      `mapstructure:"internal_domains"`
+	Policy          rawPolicy     `mapstructure:"policy"`
+	Domains         []rawDomain   `mapstructure:"domains"`
+	ExemptSenders   []string      `mapstructure:"exempt_senders"`
 }
 
 // defaults are the built-in values; every key is listed so that viper
@@ -57,8 +69,14 @@ type rawConfig struct {
 var defaults = map[string]any{
 	"listen":                DefaultListen,
 	"socket_mode":           "0660",
+	"socket_group":          "",
+	"shutdown_timeout":      "10s",
 	"log_level":             "info",
 	"log_format":            "text",
+	"log_output":            "stderr",
+	"audit.recipients":      "domain",
+	"audit.hash_key":        "",
+	"metrics_listen":        "",
 	"internal_domains":      []string{},
 	"exempt_senders":        []string{},
 	"policy.threshold":      2,
@@ -95,7 +113,9 @@ func Load(file string) (*Config, error) {
 		// WeaklyTypedInput lets environment strings ("3", "true") fill
 		// typed keys; YAML already has the right types.
 		dc.WeaklyTypedInput = true
-		dc.DecodeHook = mapstructure.StringToSliceHookFunc(",")
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","))
 	})
 	if err != nil {
 		problems = append(problems, decodeProblems(file, err)...)
@@ -168,11 +188,14 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 	if _, _, err := ParseListen(raw.Listen); err != nil {
 		bad("listen", "%v", err)
 	}
-	mode, err := parseSocketMode(raw.SocketMode)
+	socketMode, err := parseSocketMode(raw.SocketMode)
 	if err != nil {
 		bad("socket_mode", "%v", err)
 	}
-	c.SocketMode = mode
+	c.SocketMode = socketMode
+	if w := listenWarning(raw.Listen); w != "" {
+		c.Warnings = append(c.Warnings, w)
+	}
 	switch strings.ToLower(raw.LogLevel) {
 	case "debug":
 		c.LogLevel = slog.LevelDebug
@@ -188,6 +211,32 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 	c.LogFormat = strings.ToLower(raw.LogFormat)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("log_format", "%q is not one of text, json", raw.LogFormat)
+	}
+	c.LogOutput = strings.ToLower(raw.LogOutput)
+	if c.LogOutput != "stderr" && c.LogOutput != "syslog" {
+		bad("log_output", "%q is not one of stderr, syslog", raw.LogOutput)
+	}
+	c.SocketGroup = strings.TrimSpace(raw.SocketGroup)
+	c.ShutdownTimeout = raw.ShutdownTimeout
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be a positive duration such as 10s, got %v", raw.ShutdownTimeout)
+	}
+	auditMode, err := audit.ParseMode(raw.Audit.Recipients)
+	if err != nil {
+		bad("audit.recipients", "%v", err)
+	}
+	c.Audit = audit.Options{Mode: auditMode}
+	if auditMode == audit.ModeHash {
+		if len(raw.Audit.HashKey) < 16 {
+			bad("audit.hash_key", "recipients: hash needs a secret hash_key of at least 16 characters (or BCCGUARD_AUDIT_HASH_KEY)")
+		}
+		c.Audit.HashKey = []byte(raw.Audit.HashKey)
+	}
+	c.MetricsListen = strings.TrimSpace(raw.MetricsListen)
+	if c.MetricsListen != "" {
+		if _, _, err := splitHostPort(c.MetricsListen); err != nil {
+			bad("metrics_listen", "%q: %v (use HOST:PORT, or \"\" for off)", c.MetricsListen, err)
+		}
 	}
 
 	pc := &policy.Config{HasDomains: hasDomains, ExemptSenders: map[string]bool{}}
@@ -340,4 +389,22 @@ func splitHostPort(hp string) (string, string, error) {
 		return "", "", errors.New("host is empty (use 127.0.0.1 for loopback)")
 	}
 	return host, port, nil
+}
+
+// listenWarning warns about a TCP listener that is reachable from other
+// hosts: the milter protocol has no authentication, and anyone who can
+// connect can see headers pass by.
+func listenWarning(listen string) string {
+	network, address, err := ParseListen(listen)
+	if err != nil || network != "tcp" {
+		return ""
+	}
+	host, _, _ := net.SplitHostPort(address)
+	if host == "localhost" {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return ""
+	}
+	return fmt.Sprintf("listen %s is not a loopback address: the milter protocol has no authentication; restrict it with a firewall or use 127.0.0.1 or a unix socket", listen)
 }

@@ -87,7 +87,7 @@ func writeConfig(t *testing.T, yaml string) string {
 func startDaemon(t *testing.T, cfg, addr string) *daemon {
 	t.Helper()
 	d := &daemon{addr: addr, log: &syncBuffer{}, exited: make(chan error, 1)}
-	d.cmd = exec.Command(bccguardBin, "serve", "--config", cfg, "--listen", "inet:"+addr)
+	d.cmd = exec.Command(bccguardBin, "serve", "--allow-root", "--config", cfg, "--listen", "inet:"+addr)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

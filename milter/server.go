@@ -13,7 +13,8 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
-	"github.com/bccguard/bccguard/policy"
+	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/metrics"
 )
 
 // Actions are the modifications bccguard may make: change and add header
@@ -28,20 +29,25 @@ const Protocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoRcpt
 	gomilter.OptNoData | gomilter.OptNoUnknown | gomilter.OptNoEOH | gomilter.OptNoBody |
 	gomilter.OptNoMailReply | gomilter.OptNoHeaderReply
 
-// Server is a milter server that applies the current policy snapshot.
+// Server is a milter server that applies the current config snapshot.
 type Server struct {
-	policy *atomic.Pointer[policy.Config]
-	log    *slog.Logger
-	srv    *gomilter.Server
+	config  *atomic.Pointer[config.Config]
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	srv     *gomilter.Server
 }
 
-// NewServer returns a server reading the policy from p on every new milter
-// session; swap the pointer to reload. A nil logger discards logs.
-func NewServer(p *atomic.Pointer[policy.Config], log *slog.Logger) *Server {
+// NewServer returns a server reading the config from c at the start of
+// every milter session; swap the pointer to reload. A nil logger discards
+// logs; nil metrics are not collected.
+func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Metrics) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{policy: p, log: log}
+	if m == nil {
+		m = metrics.New("")
+	}
+	s := &Server{config: c, log: log, metrics: m}
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
 			return newSession(s)

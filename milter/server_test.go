@@ -10,6 +10,8 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"github.com/bccguard/bccguard/audit"
+	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -30,13 +32,17 @@ func cityPolicy(t *testing.T, mod func(*policy.Settings)) *policy.Config {
 	return &policy.Config{Internal: internal, Default: s}
 }
 
+func snapshot(p *policy.Config) *config.Config {
+	return &config.Config{Policy: p, Audit: audit.Options{Mode: audit.ModeDomain}}
+}
+
 // startServer runs a real server on 127.0.0.1:0 and returns its address
 // and the pointer that holds its policy.
-func startServer(t *testing.T, cfg *policy.Config) (string, *atomic.Pointer[policy.Config], *Server) {
+func startServer(t *testing.T, cfg *policy.Config) (string, *atomic.Pointer[config.Config], *Server) {
 	t.Helper()
-	var p atomic.Pointer[policy.Config]
-	p.Store(cfg)
-	srv := NewServer(&p, nil)
+	var p atomic.Pointer[config.Config]
+	p.Store(snapshot(cfg))
+	srv := NewServer(&p, nil, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +218,7 @@ func TestSessionKeepsItsSnapshot(t *testing.T) {
 		t.Fatal("first message not converted")
 	}
 	// A reload to a threshold of 5 does not change the running session...
-	p.Store(cityPolicy(t, func(s *policy.Settings) { s.Threshold = 5 }))
+	p.Store(snapshot(cityPolicy(t, func(s *policy.Settings) { s.Threshold = 5 })))
 	if mods, _ := send(t, s, macros, msg); len(mods) == 0 {
 		t.Fatal("running session changed its rules mid-way")
 	}

@@ -10,6 +10,8 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"github.com/bccguard/bccguard/audit"
+	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -19,7 +21,7 @@ type session struct {
 	server *Server
 	// cfg is the snapshot the session started with; a reload does not
 	// change the rules in the middle of a session.
-	cfg *policy.Config
+	cfg *config.Config
 
 	// Per message; reset by MailFrom and Abort.
 	sender string
@@ -41,9 +43,12 @@ func (s *session) reset() {
 	s.broken = nil
 }
 
-// NewConnection takes the policy snapshot for the session.
+// NewConnection takes the config snapshot for the session.
 func (s *session) NewConnection(gomilter.Modifier) error {
-	s.cfg = s.server.policy.Load()
+	if s.cfg == nil {
+		s.server.metrics.SessionOpened()
+	}
+	s.cfg = s.server.config.Load()
 	return nil
 }
 
@@ -97,34 +102,43 @@ func (s *session) BodyChunk([]byte, gomilter.Modifier) (*gomilter.Response, erro
 	return nil, nil
 }
 
+// decide is policy.Decide; tests replace it to reach the panic path.
+var decide = policy.Decide
+
 // EndOfMessage decides and applies the edits.
 func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, err error) {
 	start := time.Now()
+	ctx := context.Background()
 	queueID := m.Get(gomilter.MacroQueueId)
-	log := s.server.log.With(slog.String("queue_id", queueID))
 	defer func() {
 		// A panic must not kill the daemon and every session with it, and
 		// must not let the message pass with its To intact: refuse it
 		// for now, Postfix will try again.
 		if r := recover(); r != nil {
-			log.Error("panic while deciding; message tempfailed", slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+			s.server.metrics.Panicked()
+			s.server.log.Error("panic while deciding; message tempfailed", slog.String("queue_id", queueID),
+				slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
 			resp, err = tempfail("internal error")
 		}
 	}()
 	if s.broken != nil {
-		log.Error("message tempfailed", slog.Any("error", s.broken))
+		s.server.metrics.Panicked()
+		s.server.log.Error("message tempfailed", slog.String("queue_id", queueID), slog.Any("error", s.broken))
 		return tempfail("internal error")
 	}
-	d := policy.Decide(s.cfg, policy.Message{Sender: s.sender, Header: s.header})
+	d := decide(s.cfg.Policy, policy.Message{Sender: s.sender, Header: s.header})
 	for _, e := range d.Edits {
 		if err := applyEdit(m, e); err != nil {
 			// The connection to Postfix is broken; Postfix applies
 			// milter_default_action (tempfail) to the message.
-			log.Error("cannot send header change", slog.Any("error", err))
+			s.server.log.Error("cannot send header change; Postfix applies milter_default_action",
+				slog.String("queue_id", queueID), slog.Any("error", err))
 			return nil, fmt.Errorf("milter: end of message: %w", err)
 		}
 	}
-	logDecision(log, d, s.sender, time.Since(start))
+	took := time.Since(start)
+	s.server.metrics.Decided(d, took)
+	audit.Log(ctx, s.server.log, s.cfg.Audit, audit.Record{QueueID: queueID, Sender: s.sender, Decision: d, Duration: took})
 	if d.Action == policy.Tempfail {
 		return tempfail(d.Reason)
 	}
@@ -150,26 +164,6 @@ func tempfail(why string) (*gomilter.Response, error) {
 	return gomilter.RejectWithCodeAndReason(451, "4.7.0 bccguard: "+why+"; try again later")
 }
 
-func logDecision(log *slog.Logger, d policy.Decision, sender string, took time.Duration) {
-	level := slog.LevelInfo
-	if d.Action == policy.Pass {
-		level = slog.LevelDebug
-	}
-	log.Log(context.Background(), level, "decision",
-		slog.String("action", d.Action.String()),
-		slog.Bool("dry_run", d.DryRun),
-		slog.String("sender", sender),
-		slog.String("sender_domain", d.SenderDomain),
-		slog.String("rule", d.Rule),
-		slog.Int("to_total", d.ToTotal),
-		slog.Int("to_external", d.ToExternal),
-		slog.Int("moved", d.Moved),
-		slog.String("parse", string(d.Parse)),
-		slog.String("reason", d.Reason),
-		slog.Duration("duration", took),
-	)
-}
-
 // Abort forgets the current message.
 func (s *session) Abort(gomilter.Modifier) error {
 	s.reset()
@@ -179,5 +173,9 @@ func (s *session) Abort(gomilter.Modifier) error {
 // Unknown is not negotiated.
 func (s *session) Unknown(string, gomilter.Modifier) (*gomilter.Response, error) { return nil, nil }
 
-// Cleanup has nothing to release.
-func (s *session) Cleanup(gomilter.Modifier) {}
+// Cleanup ends the session.
+func (s *session) Cleanup(gomilter.Modifier) {
+	if s.cfg != nil {
+		s.server.metrics.SessionClosed()
+	}
+}

@@ -77,6 +77,8 @@ type Decision struct {
 	CcTotal, CcExternal int
 	// Moved is the number of distinct addresses removed from view.
 	Moved int
+	// To holds the distinct To addresses, for the audit log.
+	To []Address
 	// Parse says whether the address fields could be read.
 	Parse ParseProblem
 	// Edits are the header changes to make, in order.
@@ -112,6 +114,7 @@ func Decide(cfg *Config, msg Message) Decision {
 
 	v := readVisible(cfg, msg.Header, settings.ConvertCc)
 	d.ToTotal, d.ToExternal = v.to.total, v.to.external
+	d.To = v.to.addrs
 	d.CcTotal, d.CcExternal = v.cc.total, v.cc.external
 	d.Parse = v.problem()
 

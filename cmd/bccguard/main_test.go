@@ -113,3 +113,13 @@ func TestConfigCheckPrintsEffectiveConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestServeRefusesRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the refusal is only reachable as root (CI runs as root)")
+	}
+	code, _, errOut := runCmd(t, "", "serve", "--listen", "inet:127.0.0.1:1")
+	if code != 1 || !strings.Contains(errOut, "refusing to run as root") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}

@@ -1,0 +1,160 @@
+// Package audit writes one log record per decision, in a form an admin can
+// join with Postfix's own log by queue id, and with addresses shown only as
+// far as the admin chose: they are personal information.
+package audit
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/bccguard/bccguard/policy"
+)
+
+// Mode says how addresses appear in the audit log.
+type Mode string
+
+const (
+	// ModeDomain shows the domain of each address only (the default).
+	ModeDomain Mode = "domain"
+	// ModeNone shows no addresses at all, only counts.
+	ModeNone Mode = "none"
+	// ModeHash shows a keyed HMAC-SHA256 of each address, so that one
+	// address can be traced ("did mail to X get converted?") without the
+	// log storing it.
+	ModeHash Mode = "hash"
+	// ModeFull shows the addresses.
+	ModeFull Mode = "full"
+)
+
+// ParseMode checks a configured mode.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(strings.ToLower(s)); m {
+	case ModeDomain, ModeNone, ModeHash, ModeFull:
+		return m, nil
+	}
+	return "", fmt.Errorf("%q is not one of domain, none, hash, full", s)
+}
+
+// Options configure the audit record.
+type Options struct {
+	Mode Mode
+	// HashKey is the HMAC key for ModeHash.
+	HashKey []byte
+}
+
+// Record is what happened to one message.
+type Record struct {
+	QueueID  string
+	Sender   string
+	Decision policy.Decision
+	Duration time.Duration
+}
+
+// Log writes the record: conversions and temporary failures at info,
+// passes at debug.
+func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
+	d := r.Decision
+	level := slog.LevelInfo
+	if d.Action == policy.Pass {
+		level = slog.LevelDebug
+	}
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 20)
+	attrs = append(attrs,
+		slog.String("queue_id", r.QueueID),
+		slog.String("action", d.Action.String()),
+		slog.Bool("dry_run", d.DryRun),
+	)
+	if s := o.address(r.Sender); s != "" {
+		attrs = append(attrs, slog.String("sender", s))
+	}
+	attrs = append(attrs,
+		slog.String("sender_domain", d.SenderDomain),
+		slog.Int("to_total", d.ToTotal),
+		slog.Int("to_external", d.ToExternal),
+		slog.Int("moved", d.Moved),
+	)
+	if d.Settings.ConvertCc {
+		attrs = append(attrs, slog.Int("cc_total", d.CcTotal), slog.Int("cc_external", d.CcExternal))
+	}
+	if o.Mode != ModeNone && len(d.To) > 0 {
+		attrs = append(attrs, slog.Any("to", o.addresses(d.To)))
+	}
+	if d.Rule != "" {
+		s := d.Settings
+		attrs = append(attrs,
+			slog.String("rule", d.Rule),
+			slog.Int("threshold", s.Threshold),
+			slog.String("count", string(s.Count)),
+			slog.String("move", string(s.Move)),
+			slog.Bool("convert_cc", s.ConvertCc),
+		)
+	}
+	if d.Parse != policy.ParseOK {
+		attrs = append(attrs, slog.String("parse", string(d.Parse)))
+	}
+	attrs = append(attrs,
+		slog.String("reason", d.Reason),
+		slog.Duration("duration", r.Duration),
+	)
+	log.LogAttrs(ctx, level, "decision", attrs...)
+}
+
+// address renders one address in the configured mode; "" means leave it
+// out (the sender domain is logged on its own).
+func (o Options) address(a string) string {
+	switch o.Mode {
+	case ModeFull:
+		return a
+	case ModeHash:
+		if a == "" {
+			return ""
+		}
+		return o.hash(a)
+	}
+	return ""
+}
+
+func (o Options) hash(a string) string {
+	m := hmac.New(sha256.New, o.HashKey)
+	m.Write([]byte(strings.ToLower(a)))
+	return "hmac:" + hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// addresses renders the To addresses: their domains (each once), their
+// hashes, or the addresses themselves.
+func (o Options) addresses(as []policy.Address) []string {
+	out := make([]string, 0, len(as))
+	seen := map[string]bool{}
+	for _, a := range as {
+		var s string
+		switch o.Mode {
+		case ModeFull:
+			s = a.Addr
+		case ModeHash:
+			s = o.hash(a.Addr)
+		default:
+			s = a.Domain
+			if seen[s] {
+				continue
+			}
+			seen[s] = true
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// HashAddress returns what ModeHash logs for an address, so that an admin
+// can look one up: `bccguard audit-hash ADDRESS` prints it.
+func HashAddress(key []byte, addr string) string {
+	return Options{Mode: ModeHash, HashKey: key}.hash(addr)
+}
