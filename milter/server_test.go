@@ -3,6 +3,7 @@ package milter
 import (
 	"context"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/bccguard/bccguard/audit"
 	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/internal/miltertest"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -62,70 +64,9 @@ func startServer(t *testing.T, cfg *policy.Config) (string, *atomic.Pointer[conf
 	return ln.Addr().String(), &p, srv
 }
 
-// client plays Postfix: it offers everything Postfix 3.7 offers and lets
-// the server negotiate down.
-func newClientSession(t *testing.T, addr string) *gomilter.ClientSession {
-	t.Helper()
-	c := gomilter.NewClient("tcp", addr,
-		gomilter.WithActions(gomilter.AllClientSupportedActionMasks))
-	macros := gomilter.NewMacroBag()
-	s, err := c.Session(macros)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-type message struct {
-	// first is set for the first message of a session, which opens
-	// with the connect and HELO stages.
-	first           bool
-	sender, queueID string
-	rcpts           []string
-	header          [][2]string
-}
-
-func send(t *testing.T, s *gomilter.ClientSession, macros *gomilter.MacroBag, m message) ([]gomilter.ModifyAction, *gomilter.Action) {
-	t.Helper()
-	step := func(act *gomilter.Action, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if act.StopProcessing() {
-			t.Fatalf("stopped early: %v", act)
-		}
-	}
-	if m.first {
-		step(s.Conn("client.example", gomilter.FamilyInet, 25, "192.0.2.1"))
-		step(s.Helo("client.example"))
-	}
-	step(s.Mail("<"+m.sender+">", ""))
-	if len(m.rcpts) == 0 {
-		m.rcpts = []string{"someone@ext.example"}
-	}
-	for _, r := range m.rcpts {
-		step(s.Rcpt("<"+r+">", ""))
-	}
-	step(s.DataStart())
-	for _, h := range m.header {
-		step(s.HeaderField(h[0], h[1], nil))
-	}
-	step(s.HeaderEnd())
-	macros.Set(gomilter.MacroQueueId, m.queueID)
-	// BodyReadFrom sends the body (unless negotiated away) and then
-	// end-of-message.
-	mods, act, err := s.BodyReadFrom(strings.NewReader("body\r\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mods, act
-}
-
 func TestNegotiatesHeadersOnly(t *testing.T) {
 	addr, _, _ := startServer(t, cityPolicy(t, nil))
-	s := newClientSession(t, addr)
+	s := miltertest.Dial(t, "tcp", addr)
 	for _, opt := range []gomilter.OptProtocol{gomilter.OptNoBody, gomilter.OptNoRcptTo, gomilter.OptNoConnect,
 		gomilter.OptNoHelo, gomilter.OptNoData, gomilter.OptNoUnknown, gomilter.OptNoEOH, gomilter.OptNoHeaderReply, gomilter.OptNoMailReply} {
 		if !s.ProtocolOption(opt) {
@@ -139,17 +80,10 @@ func TestNegotiatesHeadersOnly(t *testing.T) {
 
 func TestConvertsAndDecidesEachMessageOnItsOwn(t *testing.T) {
 	addr, _, _ := startServer(t, cityPolicy(t, nil))
-	c := gomilter.NewClient("tcp", addr, gomilter.WithActions(gomilter.AllClientSupportedActionMasks))
-	macros := gomilter.NewMacroBag()
-	s, err := c.Session(macros)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-
-	mods, act := send(t, s, macros, message{first: true,
-		sender: "staff@city.example.jp", queueID: "4ABC1", rcpts: []string{"a@ext.example", "b@ext.example"},
-		header: [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example"}, {"Subject", "x"}, {"To", "b@ext.example"}, {"Cc", "c@ext.example"}},
+	s := miltertest.Dial(t, "tcp", addr)
+	mods, act := s.Send(t, miltertest.Message{
+		Sender: "staff@city.example.jp", QueueID: "4ABC1", Rcpts: []string{"a@ext.example", "b@ext.example"},
+		Header: [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example"}, {"Subject", "x"}, {"To", "b@ext.example"}, {"Cc", "c@ext.example"}},
 	})
 	if act.Type != gomilter.ActionAccept {
 		t.Fatalf("action = %v", act)
@@ -168,33 +102,23 @@ func TestConvertsAndDecidesEachMessageOnItsOwn(t *testing.T) {
 	}
 
 	// The second message of the same session has one external To only.
-	mods, act = send(t, s, macros, message{
-		sender: "staff@city.example.jp", queueID: "4ABC2", rcpts: []string{"a@ext.example"},
-		header: [][2]string{{"To", "a@ext.example"}},
-	})
+	mods, act = s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "4ABC2",
+		Header: [][2]string{{"To", "a@ext.example"}}})
 	if act.Type != gomilter.ActionAccept || len(mods) != 0 {
 		t.Fatalf("second message: %v %v", act, mods)
 	}
 	// And the third converts again: no state leaks from one to the next.
-	mods, _ = send(t, s, macros, message{
-		sender: "staff@city.example.jp", queueID: "4ABC3",
-		header: [][2]string{{"To", "a@city.example.jp,\n\tb@ext.example"}},
-	})
-	if len(mods) != 2 || mods[0].HeaderValue != "undisclosed-recipients:;" {
+	mods, _ = s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "4ABC3",
+		Header: [][2]string{{"To", "a@city.example.jp,\n\tb@ext.example"}}})
+	if v, ok := miltertest.ToValue(mods); !ok || v != "undisclosed-recipients:;" {
 		t.Fatalf("third message: %v", mods)
 	}
 }
 
 func TestTempfailOnUnreadableTo(t *testing.T) {
 	addr, _, _ := startServer(t, cityPolicy(t, func(s *policy.Settings) { s.OnParseError = policy.ParseErrorTempfail }))
-	c := gomilter.NewClient("tcp", addr, gomilter.WithActions(gomilter.AllClientSupportedActionMasks))
-	macros := gomilter.NewMacroBag()
-	s, err := c.Session(macros)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	mods, act := send(t, s, macros, message{first: true, sender: "staff@city.example.jp", header: [][2]string{{"To", "no address here"}}})
+	s := miltertest.Dial(t, "tcp", addr)
+	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", Header: [][2]string{{"To", "no address here"}}})
 	if len(mods) != 0 || act.SMTPCode != 451 || !strings.Contains(act.SMTPReply, "bccguard") {
 		t.Fatalf("got %v %v", mods, act)
 	}
@@ -202,34 +126,48 @@ func TestTempfailOnUnreadableTo(t *testing.T) {
 
 func TestSessionKeepsItsSnapshot(t *testing.T) {
 	addr, p, _ := startServer(t, cityPolicy(t, nil))
-	c := gomilter.NewClient("tcp", addr, gomilter.WithActions(gomilter.AllClientSupportedActionMasks))
-	macros := gomilter.NewMacroBag()
-	s, err := c.Session(macros)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	msg := message{first: true, sender: "staff@city.example.jp", header: [][2]string{{"To", "a@ext.example, b@ext.example"}}}
-	if mods, _ := send(t, s, macros, msg); len(mods) == 0 {
-		t.Fatal("first message not converted")
-	}
-	msg.first = false
-	if mods, _ := send(t, s, macros, msg); len(mods) == 0 {
+	s := miltertest.Dial(t, "tcp", addr)
+	msg := miltertest.Message{Sender: "staff@city.example.jp", Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}}
+	if mods, _ := s.Send(t, msg); len(mods) == 0 {
 		t.Fatal("first message not converted")
 	}
 	// A reload to a threshold of 5 does not change the running session...
 	p.Store(snapshot(cityPolicy(t, func(s *policy.Settings) { s.Threshold = 5 })))
-	if mods, _ := send(t, s, macros, msg); len(mods) == 0 {
+	if mods, _ := s.Send(t, msg); len(mods) == 0 {
 		t.Fatal("running session changed its rules mid-way")
 	}
 	// ...but a new one uses it.
-	s2, err := c.Session(gomilter.NewMacroBag())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	msg.first = true
-	if mods, _ := send(t, s2, gomilter.NewMacroBag(), msg); len(mods) != 0 {
+	if mods, _ := miltertest.Dial(t, "tcp", addr).Send(t, msg); len(mods) != 0 {
 		t.Fatalf("new session did not take the new config: %v", mods)
 	}
+}
+
+// TestPanicTempfailsAndServerLivesOn: a panic while deciding refuses that
+// message with a temporary failure, is counted, and the server goes on.
+func TestPanicTempfailsAndServerLivesOn(t *testing.T) {
+	addr, _, srv := startServer(t, cityPolicy(t, nil))
+	decide = func(*policy.Config, policy.Message) policy.Decision { panic("boom") }
+	t.Cleanup(func() { decide = policy.Decide })
+	msg := miltertest.Message{Sender: "staff@city.example.jp", Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}}
+	mods, act := miltertest.Dial(t, "tcp", addr).Send(t, msg)
+	if len(mods) != 0 || act.SMTPCode != 451 {
+		t.Fatalf("after panic: %v %v", mods, act)
+	}
+	decide = policy.Decide
+	if v, _ := miltertest.ToValue(must(miltertest.Dial(t, "tcp", addr).Send(t, msg))); v != "undisclosed-recipients:;" {
+		t.Fatal("server did not survive the panic")
+	}
+	if got := scrape(t, srv); !strings.Contains(got, "bccguard_panics_total 1") {
+		t.Fatalf("panic not counted:\n%s", got)
+	}
+}
+
+func must(mods []gomilter.ModifyAction, _ *gomilter.Action) []gomilter.ModifyAction { return mods }
+
+// scrape reads the server's metrics in the Prometheus text format.
+func scrape(t *testing.T, srv *Server) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	srv.metrics.Handler(func() bool { return true }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }
