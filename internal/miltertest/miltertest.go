@@ -30,7 +30,8 @@ func Dial(t testing.TB, network, address string) *Session {
 	return &Session{ClientSession: s, macros: macros}
 }
 
-// Message is one transaction.
+// Message is one transaction. Addresses are given without angle brackets:
+// the client adds them, as Postfix does.
 type Message struct {
 	Sender, QueueID string
 	// Rcpts default to one external address: Postfix always has one.
@@ -51,7 +52,7 @@ func (s *Session) Begin(m Message) error {
 		}
 		s.opened = true
 	}
-	if _, err := s.Mail("<"+m.Sender+">", ""); err != nil {
+	if _, err := s.Mail(m.Sender, ""); err != nil {
 		return err
 	}
 	rcpts := m.Rcpts
@@ -59,7 +60,7 @@ func (s *Session) Begin(m Message) error {
 		rcpts = []string{"someone@ext.example"}
 	}
 	for _, r := range rcpts {
-		if _, err := s.Rcpt("<"+r+">", ""); err != nil {
+		if _, err := s.Rcpt(r, ""); err != nil {
 			return err
 		}
 	}
