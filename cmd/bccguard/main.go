@@ -57,7 +57,7 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServeCmd(), newCheckCmd(), newConfigCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newCheckCmd(), newConfigCmd(), newAuditHashCmd(), newVersionCmd())
 	return root
 }
 

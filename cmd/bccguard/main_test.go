@@ -123,3 +123,15 @@ func TestServeRefusesRoot(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 }
+
+func TestAuditHash(t *testing.T) {
+	cfg := writeConfig(t, "audit:\n  recipients: hash\n  hash_key: 0123456789abcdef\n")
+	code, out, errOut := runCmd(t, "", "audit-hash", "-c", cfg, "Alice@Ext.example")
+	code2, out2, _ := runCmd(t, "", "audit-hash", "-c", cfg, "alice@ext.example")
+	if code != 0 || code2 != 0 || !strings.HasPrefix(out, "hmac:") || strings.Fields(out)[0] != strings.Fields(out2)[0] {
+		t.Fatalf("exit %d %q %q %s", code, out, out2, errOut)
+	}
+	if code, _, errOut := runCmd(t, "", "audit-hash", "x@y.example"); code != 1 || !strings.Contains(errOut, "not hash") {
+		t.Fatalf("without hash mode: %d %s", code, errOut)
+	}
+}
