@@ -43,7 +43,7 @@ func New(version string) *Metrics {
 		}),
 		parseErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bccguard_parse_errors_total",
-			Help: "Messages whose address fields failed the strict parser, by kind: lenient (counted by the fallback), unreadable (on_parse_error applied).",
+			Help: "Messages whose address fields failed the strict parser, by kind: lenient (counted by the fallback), unreadable and too_large (on_parse_error applied).",
 		}, []string{"kind"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "bccguard_decision_duration_seconds",
@@ -81,7 +81,7 @@ func New(version string) *Metrics {
 		m.messages.WithLabelValues(a, "false")
 	}
 	m.messages.WithLabelValues("convert", "true")
-	for _, k := range []string{"lenient", "unreadable"} {
+	for _, k := range []string{"lenient", "unreadable", "too_large"} {
 		m.parseErrors.WithLabelValues(k)
 	}
 	m.reloads.WithLabelValues("success")

@@ -26,6 +26,11 @@ type session struct {
 	// Per message; reset by MailFrom and Abort.
 	sender string
 	header []policy.Field
+	// kept counts the value bytes in header; past policy.MaxAddressBytes
+	// values are dropped and truncated is set, so that a hostile header
+	// cannot make the session grow without bound.
+	kept      int
+	truncated bool
 	// broken is set when a handler failed before end-of-message, so that
 	// the message is refused rather than passed half-read.
 	broken error
@@ -40,6 +45,8 @@ var _ gomilter.Milter = (*session)(nil)
 func (s *session) reset() {
 	s.sender = ""
 	s.header = s.header[:0]
+	s.kept = 0
+	s.truncated = false
 	s.broken = nil
 }
 
@@ -85,6 +92,12 @@ func (s *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Res
 		}
 	}()
 	if isPolicyField(name) {
+		if s.kept+len(value) > policy.MaxAddressBytes {
+			// Keep the field's place, so that every To can still be
+			// replaced, but not its value.
+			value, s.truncated = "", true
+		}
+		s.kept += len(value)
 		s.header = append(s.header, policy.Field{Name: name, Value: value})
 	}
 	return nil, nil
@@ -126,7 +139,7 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 		s.server.log.Error("message tempfailed", slog.String("queue_id", queueID), slog.Any("error", s.broken))
 		return tempfail("internal error")
 	}
-	d := decide(s.cfg.Policy, policy.Message{Sender: s.sender, Header: s.header})
+	d := decide(s.cfg.Policy, policy.Message{Sender: s.sender, Header: s.header, Truncated: s.truncated})
 	for _, e := range d.Edits {
 		if err := applyEdit(m, e); err != nil {
 			// The connection to Postfix is broken; Postfix applies

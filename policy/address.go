@@ -27,10 +27,15 @@ type Address struct {
 
 // key identifies a mailbox for de-duplication: "A@x, a@X" and the U-label
 // and A-label forms of one IDN domain are one recipient.
+// The local part is compared without quoting, since the strict parser
+// returns `"a b"@x` as `a b@x` and the lenient extractor keeps the quotes.
 func (a Address) key() string {
 	local := a.Addr
 	if i := strings.LastIndexByte(local, '@'); i >= 0 {
 		local = local[:i]
+	}
+	if len(local) >= 2 && local[0] == '"' && local[len(local)-1] == '"' {
+		local = strings.ReplaceAll(local[1:len(local)-1], `\`, "")
 	}
 	return strings.ToLower(local) + "@" + a.Domain
 }
@@ -136,53 +141,83 @@ func addrDomain(addr string) string {
 }
 
 // LenientAddresses picks every addr-spec out of s without parsing the
-// address-list grammar: for each "@", the longest local part before it
-// (dot-atoms or one quoted string) and the longest domain after it (labels
-// or an address literal). It over-counts rather than under-counts: an
-// address-like string inside a comment or display name is counted too,
-// which can only make bccguard hide more, never leak.
+// address-list grammar, in one pass from left to right: a quoted string
+// directly followed by "@" is a quoted local part; any other "@" takes the
+// longest run of local-part characters before it (dot-atoms) and the
+// longest domain after it (labels or an address literal). It over-counts
+// rather than under-counts: an address-like string inside a comment is
+// counted too, which can only make bccguard hide more, never leak.
 func LenientAddresses(s string) []Address {
 	var out []Address
-	pos := 0
-	for pos < len(s) {
-		at := strings.IndexByte(s[pos:], '@')
-		if at < 0 {
-			break
-		}
-		at += pos
-		start := localStart(s, pos, at)
-		end := domainEnd(s, at+1)
-		pos = at + 1
-		if start == at || end == at+1 {
-			continue
-		}
-		addr := s[start:end]
+	add := func(addr string) {
 		out = append(out, Address{Addr: addr, Domain: addrDomain(addr)})
-		pos = end
+	}
+	floor := 0 // a local part never reaches back before this
+	for i := 0; i < len(s); {
+		switch s[i] {
+		case '"':
+			j := closingQuote(s, i+1)
+			if j < 0 {
+				// Unterminated: the quote is just a character.
+				i++
+				floor = i
+				continue
+			}
+			if j+1 < len(s) && s[j+1] == '@' {
+				ds := skipWSP(s, j+2)
+				if end := domainEnd(s, ds); end > ds {
+					add(s[i:j+2] + s[ds:end])
+					i, floor = end, end
+					continue
+				}
+			}
+			// A display name: an address-looking string inside it
+			// ("bob@x" <bob@x>) is the same mailbox or a decoy; skip it.
+			i = j + 1
+			floor = i
+		case '@':
+			start := i
+			for start > floor && isLocalChar(s[start-1]) {
+				start--
+			}
+			for start < i && s[start] == '.' {
+				start++
+			}
+			// net/mail allows blanks between "@" and the domain.
+			ds := skipWSP(s, i+1)
+			end := domainEnd(s, ds)
+			if start < i && end > ds {
+				add(s[start:i+1] + s[ds:end])
+				i, floor = end, end
+				continue
+			}
+			i++
+		default:
+			i++
+		}
 	}
 	return out
 }
 
-// localStart returns where the local part ending before s[at] begins, not
-// before min.
-func localStart(s string, min, at int) int {
-	i := at
-	if i > min && s[i-1] == '"' {
-		// Quoted local part: walk back to the opening quote.
-		for j := i - 2; j >= min; j-- {
-			if s[j] == '"' && (j == min || s[j-1] != '\\') {
-				return j
-			}
-		}
-		return at
-	}
-	for i > min && isLocalChar(s[i-1]) {
-		i--
-	}
-	for i < at && s[i] == '.' {
+func skipWSP(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
 		i++
 	}
 	return i
+}
+
+// closingQuote returns the index of the quote that ends a quoted string
+// whose content starts at from, honouring backslash escapes; -1 if none.
+func closingQuote(s string, from int) int {
+	for k := from; k < len(s); k++ {
+		switch s[k] {
+		case '\\':
+			k++
+		case '"':
+			return k
+		}
+	}
+	return -1
 }
 
 // domainEnd returns where the domain starting at s[from] ends.
@@ -207,8 +242,11 @@ func isLocalChar(c byte) bool {
 	return isAlnum(c) || c >= 0x80 || strings.IndexByte("!#$%&'*+-/=?^_`{|}~.", c) >= 0
 }
 
+// isDomainChar accepts what a dot-atom allows, as net/mail does: a domain
+// such as "a!b" is nonsense, but it must be counted if the strict parser
+// counts it.
 func isDomainChar(c byte) bool {
-	return isAlnum(c) || c >= 0x80 || c == '-' || c == '.' || c == '_'
+	return isLocalChar(c)
 }
 
 func isAlnum(c byte) bool {

@@ -43,6 +43,20 @@ const (
 	// ParseUnreadable means at least one field held no address that even
 	// the lenient extractor could find; OnParseError applied.
 	ParseUnreadable ParseProblem = "unreadable"
+	// ParseTooLarge means the address fields were over MaxAddressBytes or
+	// MaxAddressFields and were not read at all; OnParseError applied.
+	ParseTooLarge ParseProblem = "too_large"
+)
+
+// Limits that keep the time and memory of one decision bounded whatever a
+// client sends. Postfix's default header_size_limit (100 KiB for the whole
+// header) stays well inside them, so they only bite when an admin has raised
+// it, or on input that is hostile anyway.
+const (
+	// MaxAddressBytes is the most To and Cc field bytes read per message.
+	MaxAddressBytes = 256 << 10
+	// MaxAddressFields is the most To and Cc fields read per message.
+	MaxAddressFields = 1000
 )
 
 // Message is what the policy needs to know about one message.
@@ -53,6 +67,10 @@ type Message struct {
 	// Header holds the header fields in message order. Fields other than
 	// To, Cc and From may be left out.
 	Header []Field
+	// Truncated is set by a caller that stopped keeping field values past
+	// MaxAddressBytes (it still passes every To and Cc field, with an empty
+	// value, so that all of them can be replaced).
+	Truncated bool
 }
 
 // Decision is the outcome for one message.
@@ -112,12 +130,34 @@ func Decide(cfg *Config, msg Message) Decision {
 	}
 	d.Rule, d.Settings = rule, settings
 
-	v := readVisible(cfg, msg.Header, settings.ConvertCc)
-	d.ToTotal, d.ToExternal = v.to.total, v.to.external
-	d.To = v.to.addrs
-	d.CcTotal, d.CcExternal = v.cc.total, v.cc.external
-	d.Parse = v.problem()
+	var v *visible
+	if msg.Truncated || tooLarge(msg.Header, settings.ConvertCc) {
+		v = countFields(msg.Header, settings.ConvertCc)
+		d.Parse = ParseTooLarge
+	} else {
+		v = readVisible(cfg, msg.Header, settings.ConvertCc)
+		d.ToTotal, d.ToExternal = v.to.total, v.to.external
+		d.To = v.to.addrs
+		d.CcTotal, d.CcExternal = v.cc.total, v.cc.external
+		d.Parse = v.problem()
+	}
 
+	if d.Parse == ParseTooLarge {
+		what := fmt.Sprintf("address fields over the limit of %d bytes or %d fields; not read", MaxAddressBytes, MaxAddressFields)
+		switch settings.OnParseError {
+		case ParseErrorTempfail:
+			d.Action = Tempfail
+			d.Reason = what + "; on_parse_error is tempfail"
+			return d
+		case ParseErrorAccept:
+			d.Reason = what + "; on_parse_error is accept"
+			return d
+		}
+		d.Action = Convert
+		d.Reason = what + "; on_parse_error is hide"
+		settings.Move = MoveAll
+		return v.convert(d, settings, msg.Header)
+	}
 	if d.Parse == ParseUnreadable {
 		switch settings.OnParseError {
 		case ParseErrorTempfail:
@@ -146,17 +186,24 @@ func Decide(cfg *Config, msg Message) Decision {
 	}
 	switch {
 	case external == 0:
-		d.Reason = fmt.Sprintf("%s: %d addresses, none external", list, total)
+		d.Reason = fmt.Sprintf("%s: %s, none external", list, plural(total, "address", "addresses"))
 		return d
 	case counted < settings.Threshold:
-		d.Reason = fmt.Sprintf("%s: %d addresses, %d external; below threshold %d (count: %s)",
-			list, total, external, settings.Threshold, settings.Count)
+		d.Reason = fmt.Sprintf("%s: %s, %d external; below threshold %d (count: %s)",
+			list, plural(total, "address", "addresses"), external, settings.Threshold, settings.Count)
 		return d
 	}
 	d.Action = Convert
-	d.Reason = fmt.Sprintf("%s: %d addresses, %d external; threshold %d reached (count: %s)",
-		list, total, external, settings.Threshold, settings.Count)
+	d.Reason = fmt.Sprintf("%s: %s, %d external; threshold %d reached (count: %s)",
+		list, plural(total, "address", "addresses"), external, settings.Threshold, settings.Count)
 	return v.convert(d, settings, msg.Header)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // settingsFor selects the settings for a sender domain. It returns the rule
@@ -208,6 +255,39 @@ func (v *visible) problem() ParseProblem {
 		}
 	}
 	return p
+}
+
+// isAddressField reports whether a field is one the rule reads.
+func isAddressField(name string, withCc bool) bool {
+	return strings.EqualFold(name, "To") || withCc && strings.EqualFold(name, "Cc")
+}
+
+func tooLarge(h []Field, withCc bool) bool {
+	n, size := 0, 0
+	for _, f := range h {
+		if isAddressField(f.Name, withCc) {
+			n++
+			size += len(f.Value)
+		}
+	}
+	return n > MaxAddressFields || size > MaxAddressBytes
+}
+
+// countFields records how many To and Cc fields there are, without reading
+// them, so that a conversion can replace every one.
+func countFields(h []Field, withCc bool) *visible {
+	v := &visible{}
+	for _, f := range h {
+		switch {
+		case strings.EqualFold(f.Name, "To"):
+			v.to.fields = append(v.to.fields, FieldAddresses{Mode: ParseFailed})
+		case withCc && strings.EqualFold(f.Name, "Cc"):
+			v.cc.fields = append(v.cc.fields, FieldAddresses{Mode: ParseFailed})
+		case strings.EqualFold(f.Name, "From"):
+			v.from = append(v.from, f)
+		}
+	}
+	return v
 }
 
 func readVisible(cfg *Config, h []Field, withCc bool) *visible {

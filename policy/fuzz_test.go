@@ -1,0 +1,130 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+)
+
+// seeds are real-world shapes of address fields, and broken ones.
+var seeds = []string{
+	"a@ext.example",
+	"a@ext.example, b@other.example",
+	"\"Suzuki, Ichiro\" <a@ext.example>, b@other.example",
+	"Team: a@x.example, b@y.example;, c@z.example",
+	"undisclosed-recipients:;",
+	"(comment) a@b.example (c)",
+	"\"john smith\"@ext.example, \"a@b\"@city.example.jp",
+	"A@CITY.EXAMPLE.JP",
+	"a@例え.jp, b@xn--r8jz45g.jp",
+	"山田 太郎 <a@ext.example>",
+	"=?ISO-2022-JP?B?GyRCJUYlOSVIGyhC?= <a@ext.example>",
+	"=?Shift_JIS?B?g2WDWINn?= <b@ext.example>",
+	"=?UTF-8?B?44OG44K544OI?= <c@ext.example>",
+	"=?unknown?B?abc?= <a@b.example>",
+	"=?utf-8?B?!!!broken?= <a@b.example>",
+	"a@ext.example, <<broken, b@other.example",
+	"user@[192.0.2.1]",
+	"a@ext.example,\r\n\tb@other.example",
+	"\"unterminated <a@b.example>",
+	"(unterminated a@b.example",
+	"<a@b.example",
+	"Outer: Inner: a@b.example;;",
+	"nodomain, other",
+	"a@",
+	"@b",
+	"a\x00b@c.example",
+	"\xff\xfe@bad.example",
+	"a@b.example\rc@d.example",
+}
+
+func FuzzParseAddressField(f *testing.F) {
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		pa := ParseAddressField(v)
+		// A failure is never "no addresses": a field the strict parser
+		// rejects is either counted leniently or reported as failed.
+		if pa.Mode == ParsedStrict && pa.StrictErr != nil {
+			t.Fatal("strict mode with an error")
+		}
+		if pa.Mode != ParsedStrict && pa.StrictErr == nil {
+			t.Fatal("fallback without a strict error")
+		}
+		if pa.Mode == ParseFailed && len(pa.Addrs) != 0 {
+			t.Fatal("failed with addresses")
+		}
+		// Every address the strict parser finds, the lenient path counts
+		// too: the fallback can only see more.
+		if pa.Mode == ParsedStrict {
+			lenient := map[string]bool{}
+			for _, a := range LenientAddresses(unfold(v)) {
+				lenient[a.key()] = true
+			}
+			for _, a := range pa.Addrs {
+				if !lenient[a.key()] {
+					t.Fatalf("strict found %q (key %q), lenient did not (in %q)", a.Addr, a.key(), v)
+				}
+			}
+		}
+	})
+}
+
+func FuzzDecide(f *testing.F) {
+	for _, s := range seeds {
+		f.Add(s, "c@ext.example", uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, to, cc string, mode uint8) {
+		s := DefaultSettings()
+		s.ConvertCc = mode&1 != 0
+		if mode&2 != 0 {
+			s.Count = CountExternal
+		}
+		if mode&4 != 0 {
+			s.Replacement = Replacement{Kind: ReplaceGroup, Label: "関係者各位"}
+		}
+		cfg := &Config{Internal: DomainSet{{Domain: "city.example.jp"}, {Domain: "city.example.jp", Subdomains: true}}, Default: s}
+		h := []Field{{"From", "staff@city.example.jp"}, {"To", to}, {"Subject", "x"}, {"Cc", cc}}
+		if mode&8 != 0 {
+			h = append(h, Field{"To", cc})
+		}
+		d := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: h})
+		for _, e := range d.Edits {
+			// Only the visible recipient fields and the stamp change;
+			// the envelope is out of the policy's reach by type.
+			if !strings.EqualFold(e.Name, "To") && !strings.EqualFold(e.Name, "Cc") && e.Name != s.StampHeader {
+				t.Fatalf("edit of %s", e.Name)
+			}
+			if strings.ContainsAny(e.Value, "\x00") || strings.Contains(e.Value, "@") && e.Name == s.StampHeader {
+				t.Fatalf("bad edit value %q", e.Value)
+			}
+		}
+		if d.Action != Convert {
+			return
+		}
+		out := Apply(h, d.Edits)
+		var tos []string
+		for _, f := range out {
+			if strings.EqualFold(f.Name, "To") {
+				tos = append(tos, f.Value)
+			}
+		}
+		if len(tos) != 1 {
+			t.Fatalf("%d To fields after conversion", len(tos))
+		}
+		// The To we wrote parses again, and holds no address (move: all).
+		pa := ParseAddressField(tos[0])
+		if pa.Mode != ParsedStrict || len(pa.Addrs) != 0 {
+			t.Fatalf("rewritten To %q: %+v", tos[0], pa)
+		}
+		for _, f := range out {
+			if strings.EqualFold(f.Name, "Cc") && s.ConvertCc {
+				t.Fatalf("Cc left with convert_cc: %q", f.Value)
+			}
+		}
+		// A converted message does not convert again.
+		if again := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: out}); again.Action == Convert && again.Moved > 0 {
+			t.Fatalf("converted twice: %+v", again)
+		}
+	})
+}
