@@ -1,0 +1,80 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func manyAddresses(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(",\r\n ")
+		}
+		fmt.Fprintf(&b, "user%d@ext%d.example", i, i)
+	}
+	return b.String()
+}
+
+// TestHostileHeaders: each broken or hostile shape is decided without a
+// panic, in bounded time (the size limits), and never leaves an address of
+// a converted To visible.
+func TestHostileHeaders(t *testing.T) {
+	manyFields := []Field{{"From", "staff@city.example.jp"}}
+	for i := 0; i < 1000; i++ {
+		manyFields = append(manyFields, Field{"To", fmt.Sprintf("u%d@ext.example", i)})
+	}
+	tooManyFields := append(append([]Field(nil), manyFields...), Field{"To", "last@ext.example"})
+	tests := []struct {
+		name   string
+		header []Field
+		action Action
+		parse  ParseProblem
+	}{
+		{"2,000 addresses in one To", hdr("To", manyAddresses(2000)), Convert, ParseOK},
+		{"10,000 addresses in one To", hdr("To", manyAddresses(10000)), Convert, ParseTooLarge},
+		{"1 MiB To", hdr("To", "a@ext.example, "+strings.Repeat("x", 1<<20)), Convert, ParseTooLarge},
+		{"1,000 To fields", manyFields, Convert, ParseOK},
+		{"1,001 To fields", tooManyFields, Convert, ParseTooLarge},
+		{"NUL bytes", hdr("To", "a@ext.example,\x00 b@other.example"), Convert, ParseLenient},
+		{"NUL inside an address", hdr("To", "a\x00b@ext.example, c@other.example"), Convert, ParseLenient},
+		{"bare CR and LF", hdr("To", "a@ext.example\rb@other.example\nc@third.example"), Convert, ParseLenient},
+		{"invalid UTF-8", hdr("To", "\xff\xfe <a@ext.example>, b@other.example"), Convert, ParseLenient},
+		{"invalid UTF-8 in a domain", hdr("To", "a@ext\xff.example, b@other.example"), Convert, ParseLenient},
+		{"unterminated quote", hdr("To", "\"Suzuki <a@ext.example>, b@other.example"), Convert, ParseLenient},
+		{"unterminated comment", hdr("To", "a@ext.example (note, b@other.example"), Convert, ParseLenient},
+		{"unterminated angle bracket", hdr("To", "Suzuki <a@ext.example, b@other.example"), Convert, ParseLenient},
+		{"nested groups", hdr("To", "Outer: Inner: a@ext.example;, b@other.example;"), Convert, ParseLenient},
+		{"unknown charset", hdr("To", "=?x-unknown?B?abc?= <a@ext.example>, b@other.example"), Convert, ParseOK},
+		{"broken base64", hdr("To", "=?utf-8?B?!!!?= <a@ext.example>, b@other.example"), Convert, ParseOK},
+		{"no domain", hdr("To", "alice, bob"), Convert, ParseUnreadable},
+		{"no domain mixed", hdr("To", "alice, b@other.example"), Pass, ParseLenient},
+		{"IP literals", hdr("To", "a@[192.0.2.1], b@[IPv6:2001:db8::1]"), Convert, ParseLenient},
+		{"odd case name", hdr("tO", "a@ext.example, b@other.example"), Convert, ParseOK},
+		{"empty To", hdr("To", ""), Pass, ParseOK},
+		{"only whitespace", hdr("To", " \r\n\t "), Pass, ParseOK},
+		{"only commas", hdr("To", ",,,"), Pass, ParseOK},
+	}
+	cfg := cityConfig(t, nil)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: tc.header})
+			if d.Action != tc.action || d.Parse != tc.parse {
+				t.Fatalf("action %v parse %q (%s); want %v %q", d.Action, d.Parse, d.Reason, tc.action, tc.parse)
+			}
+			if d.Action != Convert {
+				return
+			}
+			var tos []string
+			for _, f := range Apply(tc.header, d.Edits) {
+				if strings.EqualFold(f.Name, "To") {
+					tos = append(tos, f.Value)
+				}
+			}
+			if len(tos) != 1 || tos[0] != "undisclosed-recipients:;" {
+				t.Fatalf("To after conversion: %d fields, first %.80q", len(tos), tos)
+			}
+		})
+	}
+}
