@@ -25,7 +25,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bccguardBin = filepath.Join(dir, "bccguard")
-	build := exec.Command("go", "build", "-o", bccguardBin, "../cmd/bccguard")
+	// Built with the race detector: the reload storm and the fault tests
+	// then also check the daemon itself for data races (a race makes it
+	// print "DATA RACE" and exit with status 66).
+	build := exec.Command("go", "build", "-race", "-o", bccguardBin, "../cmd/bccguard")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: build bccguard:", err)
@@ -98,6 +101,7 @@ func startDaemon(t *testing.T, cfg, addr string) *daemon {
 			d.cmd.Process.Kill()
 			<-d.exited
 		}
+		d.checkLog(t)
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -115,6 +119,36 @@ func startDaemon(t *testing.T, cfg, addr string) *daemon {
 			t.Fatalf("bccguard does not listen on %s:\n%s", addr, d.log)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL, as a crash would.
+func (d *daemon) kill(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// signal sends sig to the daemon.
+func (d *daemon) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkLog fails the test on a data race report or on an e-mail address in
+// the log: with the default audit level no address may be logged.
+func (d *daemon) checkLog(t *testing.T) {
+	t.Helper()
+	log := d.log.String()
+	if strings.Contains(log, "DATA RACE") {
+		t.Errorf("data race in bccguard:\n%s", log)
+	}
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "@") {
+			t.Errorf("address in the log at the default audit level: %s", line)
+		}
 	}
 }
 
