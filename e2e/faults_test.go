@@ -327,4 +327,3 @@ func writeFileAtomic(t *testing.T, path, body string) {
 		t.Error(err)
 	}
 }
-
