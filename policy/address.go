@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/emersion/go-message/mail"
@@ -83,6 +84,9 @@ func ParseAddressField(value string) FieldAddresses {
 		for _, a := range list {
 			addrs = append(addrs, Address{Name: a.Name, Addr: a.Address, Domain: addrDomain(a.Address)})
 		}
+		if embedded := embeddedAddresses(v, addrs); len(embedded) > 0 {
+			return FieldAddresses{Addrs: append(addrs, embedded...), Mode: ParsedLenient, StrictErr: errEmbedded}
+		}
 		return FieldAddresses{Addrs: addrs, Mode: ParsedStrict}
 	}
 	addrs := LenientAddresses(v)
@@ -93,6 +97,42 @@ func ParseAddressField(value string) FieldAddresses {
 		return FieldAddresses{Mode: ParseFailed, StrictErr: err}
 	}
 	return FieldAddresses{Addrs: addrs, Mode: ParsedLenient, StrictErr: err}
+}
+
+// errEmbedded marks a field that parsed, but shows more addresses than it
+// holds.
+var errEmbedded = errors.New("addresses visible inside display names, comments or quoted local parts")
+
+// embeddedAddresses returns the addresses that are visible in v but are
+// not among the parsed ones: inside a display name, a comment or a quoted
+// local part. Recipients see them all the same. Postfix itself creates
+// such fields: it rewrites an unparsable To such as
+// `"Suzuki <a@x.example>, b@y.example` into one address with everything in
+// a quoted local part, `"Suzuki <a@x.example>, b@y.example"@its.hostname`.
+// Only addresses whose domain has a dot count, so that a quoted local part
+// such as "a@b" is not taken for a second address.
+func embeddedAddresses(v string, parsed []Address) []Address {
+	if !strings.ContainsAny(v, "\"(") {
+		// Without quotes or comments, every "@" belongs to a parsed address.
+		return nil
+	}
+	var extra []Address
+	for _, a := range scanAddresses(v, false) {
+		if !strings.Contains(a.Domain, ".") || containsKey(parsed, a.key()) || containsKey(extra, a.key()) {
+			continue
+		}
+		extra = append(extra, a)
+	}
+	return extra
+}
+
+func containsKey(as []Address, k string) bool {
+	for _, a := range as {
+		if a.key() == k {
+			return true
+		}
+	}
+	return false
 }
 
 // unfold joins folded lines. The milter protocol passes header values with
@@ -148,14 +188,20 @@ func addrDomain(addr string) string {
 // rather than under-counts: an address-like string inside a comment is
 // counted too, which can only make bccguard hide more, never leak.
 func LenientAddresses(s string) []Address {
+	return scanAddresses(s, true)
+}
+
+// scanAddresses is LenientAddresses; with quoted false it ignores quoting
+// and finds the addr-specs written inside quoted strings too.
+func scanAddresses(s string, quoted bool) []Address {
 	var out []Address
 	add := func(addr string) {
 		out = append(out, Address{Addr: addr, Domain: addrDomain(addr)})
 	}
 	floor := 0 // a local part never reaches back before this
 	for i := 0; i < len(s); {
-		switch s[i] {
-		case '"':
+		switch c := s[i]; {
+		case c == '"' && quoted:
 			j := closingQuote(s, i+1)
 			if j < 0 {
 				// Unterminated: the quote is just a character.
@@ -175,7 +221,7 @@ func LenientAddresses(s string) []Address {
 			// ("bob@x" <bob@x>) is the same mailbox or a decoy; skip it.
 			i = j + 1
 			floor = i
-		case '@':
+		case c == '@':
 			start := i
 			for start > floor && isLocalChar(s[start-1]) {
 				start--
