@@ -18,6 +18,7 @@ func newConfigCmd() *cobra.Command {
 		},
 	}
 	var file string
+	var quiet bool
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate the config and print the effective values",
@@ -33,15 +34,15 @@ func newConfigCmd() *cobra.Command {
 			for _, w := range c.Warnings {
 				fmt.Fprintln(cmd.ErrOrStderr(), "bccguard: warning:", w)
 			}
-			src := c.File
-			if src == "" {
-				src = "built-in defaults"
+			if quiet {
+				return nil
 			}
-			fmt.Fprintf(out, "# %s: OK\n%s", src, c.YAML())
+			fmt.Fprintf(out, "# %s: OK\n%s", c.Name(), c.YAML())
 			return nil
 		},
 	}
 	check.Flags().StringVarP(&file, "config", "c", "", "config file (YAML); default: built-in defaults")
+	check.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing on a good config (for ExecStartPre)")
 	cmd.AddCommand(check)
 	return cmd
 }
