@@ -23,6 +23,7 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParseAddressField$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./policy -run '^$$' -fuzz '^FuzzScanList$$' -fuzztime $(FUZZTIME)
 
 # --- Debian package (docs/install.md) ---------------------------------------
 # `make deb` builds dist/bccguard and dist/bccguard_$(VERSION)-1_$(GOARCH).deb

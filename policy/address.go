@@ -34,6 +34,10 @@ func (a Address) key() string {
 	local := a.Addr
 	if i := strings.LastIndexByte(local, '@'); i >= 0 {
 		local = local[:i]
+		if local != "" && local[0] != '"' && a.Addr[i+1:] == a.Domain {
+			// The usual case, without allocating when already lower case.
+			return strings.ToLower(a.Addr)
+		}
 	}
 	if len(local) >= 2 && local[0] == '"' && local[len(local)-1] == '"' {
 		local = strings.ReplaceAll(local[1:len(local)-1], `\`, "")
@@ -74,6 +78,9 @@ type FieldAddresses struct {
 // extractor then picks out every addr-spec it can see, and only when it
 // finds none in a non-empty field is the field reported as ParseFailed.
 func ParseAddressField(value string) FieldAddresses {
+	if addrs, ok := scanList(value); ok {
+		return FieldAddresses{Addrs: addrs, Mode: ParsedStrict}
+	}
 	v := unfold(value)
 	if strings.TrimSpace(v) == "" {
 		return FieldAddresses{Mode: ParsedStrict}

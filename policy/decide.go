@@ -232,9 +232,11 @@ func (c *Config) settingsFor(domain string) (Settings, string, string) {
 // fieldSet is the parsed content of all fields with one name.
 type fieldSet struct {
 	fields []FieldAddresses
+	values []string
 	// addrs are the distinct addresses in order of appearance.
 	addrs           []Address
 	total, external int
+	seen            dedupe
 }
 
 type visible struct {
@@ -292,8 +294,7 @@ func countFields(h []Field, withCc bool) *visible {
 
 func readVisible(cfg *Config, h []Field, withCc bool) *visible {
 	v := &visible{}
-	seen := map[string]bool{}
-	seenCombined := map[string]bool{}
+	var combined dedupe
 	for _, f := range h {
 		var fs *fieldSet
 		switch {
@@ -309,32 +310,72 @@ func readVisible(cfg *Config, h []Field, withCc bool) *visible {
 		}
 		pa := ParseAddressField(f.Value)
 		fs.fields = append(fs.fields, pa)
+		fs.values = append(fs.values, f.Value)
+		if fs.addrs == nil {
+			fs.addrs = make([]Address, 0, len(pa.Addrs))
+		}
 		for _, a := range pa.Addrs {
 			k := a.key()
-			internal := cfg.Internal.Contains(a.Domain)
-			a.Internal = internal
-			if !seenCombined[k] {
-				seenCombined[k] = true
+			a.Internal = cfg.Internal.Contains(a.Domain)
+			if withCc && combined.add(k) {
 				v.combined.total++
-				if !internal {
+				if !a.Internal {
 					v.combined.external++
 				}
 			}
 			// To and Cc de-duplicate separately: the same address may be
 			// visible in both.
-			sk := f.Name[:1] + k
-			if seen[strings.ToLower(sk)] {
+			if !fs.seen.add(k) {
 				continue
 			}
-			seen[strings.ToLower(sk)] = true
 			fs.addrs = append(fs.addrs, a)
 			fs.total++
-			if !internal {
+			if !a.Internal {
 				fs.external++
 			}
 		}
 	}
+	if !withCc {
+		v.combined = v.to
+	}
 	return v
+}
+
+// dedupe is a set of address keys: a short list for the usual handful of
+// addresses, a map once there are many, so that the cost stays linear.
+type dedupe struct {
+	arr   [8]string
+	small []string
+	m     map[string]struct{}
+}
+
+// add reports whether k was new.
+func (d *dedupe) add(k string) bool {
+	if d.m != nil {
+		if _, ok := d.m[k]; ok {
+			return false
+		}
+		d.m[k] = struct{}{}
+		return true
+	}
+	for _, s := range d.small {
+		if s == k {
+			return false
+		}
+	}
+	if len(d.small) < len(d.arr) {
+		if d.small == nil {
+			d.small = d.arr[:0]
+		}
+		d.small = append(d.small, k)
+		return true
+	}
+	d.m = make(map[string]struct{}, 4*len(d.arr))
+	for _, s := range d.small {
+		d.m[s] = struct{}{}
+	}
+	d.m[k] = struct{}{}
+	return true
 }
 
 // convert fills in the edits of a conversion.
@@ -368,6 +409,23 @@ func (v *visible) convert(d Decision, s Settings, h []Field) Decision {
 	return d
 }
 
+// displayNames decodes the display names of a field set's addresses with
+// the full parser (the fast scanner does not decode them), keyed like
+// Address.key. Only the rare paths that write addresses back need them.
+func (fs *fieldSet) displayNames() map[string]string {
+	names := map[string]string{}
+	for _, v := range fs.values {
+		list, err := mail.ParseAddressList(unfold(v))
+		if err != nil {
+			continue
+		}
+		for _, a := range list {
+			names[Address{Addr: a.Address, Domain: addrDomain(a.Address)}.key()] = a.Name
+		}
+	}
+	return names
+}
+
 // deleteRest deletes fields first..n of a name, the highest index first so
 // that no deletion shifts the index of one still to come.
 func deleteRest(name string, n, first int) []Edit {
@@ -392,9 +450,11 @@ func (v *visible) remaining(fs *fieldSet, s Settings) (string, int) {
 			return "", fs.total
 		}
 	}
+	names := fs.displayNames()
 	var keep []string
 	for _, a := range fs.addrs {
 		if a.Internal {
+			a.Name = names[a.key()]
 			keep = append(keep, formatAddress(a))
 		}
 	}
@@ -419,9 +479,10 @@ func (v *visible) replacementValue(r Replacement) string {
 		return groupValue(r.Label)
 	case ReplaceSender:
 		for _, f := range v.from {
-			pa := ParseAddressField(f.Value)
-			if pa.Mode == ParsedStrict && len(pa.Addrs) > 0 {
-				return formatAddress(pa.Addrs[0])
+			list, err := mail.ParseAddressList(unfold(f.Value))
+			if err == nil && len(list) > 0 {
+				a := Address{Name: list[0].Name, Addr: list[0].Address}
+				return formatAddress(a)
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package policy
 import (
 	"strings"
 	"testing"
+
+	"github.com/emersion/go-message/mail"
 )
 
 // seeds are real-world shapes of address fields, and broken ones.
@@ -125,6 +127,36 @@ func FuzzDecide(f *testing.F) {
 		// A converted message does not convert again.
 		if again := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: out}); again.Action == Convert && again.Moved > 0 {
 			t.Fatalf("converted twice: %+v", again)
+		}
+	})
+}
+
+// FuzzScanList: whenever the fast scanner accepts a field, the full parser
+// (go-message over net/mail) finds the same addr-specs in the same order,
+// or fails only on an encoded-word it cannot decode.
+func FuzzScanList(f *testing.F) {
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		fast, ok := scanList(v)
+		if !ok {
+			return
+		}
+		full, err := mail.ParseAddressList(unfold(v))
+		if err != nil {
+			if strings.TrimSpace(unfold(v)) == "" || isEmptyGroups(unfold(v)) || strings.Contains(v, "=?") {
+				return
+			}
+			t.Fatalf("fast scanner accepted %q, full parser: %v", v, err)
+		}
+		if len(full) != len(fast) {
+			t.Fatalf("%q: fast %d addresses, full %d", v, len(fast), len(full))
+		}
+		for i := range full {
+			if full[i].Address != fast[i].Addr {
+				t.Fatalf("%q: address %d fast %q full %q", v, i, fast[i].Addr, full[i].Address)
+			}
 		}
 	})
 }

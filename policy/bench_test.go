@@ -1,0 +1,44 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// benchHeader is a realistic header with n To addresses: the first
+// internal, the rest external, folded as mail clients fold them.
+func benchHeader(n int) []Field {
+	var to strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			to.WriteString(",\r\n ")
+		}
+		if i == 0 {
+			to.WriteString("Yamada Taro <yamada@city.example.jp>")
+			continue
+		}
+		fmt.Fprintf(&to, "\"Partner %d\" <user%d@ext%d.example>", i, i, i%7)
+	}
+	return []Field{
+		{"From", "Yamada Taro <yamada@city.example.jp>"},
+		{"To", to.String()},
+		{"Cc", "kikaku@city.example.jp"},
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	cfg := &Config{Internal: DomainSet{{Domain: "city.example.jp"}, {Domain: "city.example.jp", Subdomains: true}}, Default: DefaultSettings()}
+	for _, n := range []int{3, 50, 500} {
+		h := benchHeader(n)
+		b.Run(fmt.Sprintf("to=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				d := Decide(cfg, Message{Sender: "yamada@city.example.jp", Header: h})
+				if d.Action != Convert {
+					b.Fatal(d.Reason)
+				}
+			}
+		})
+	}
+}

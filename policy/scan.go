@@ -1,0 +1,221 @@
+package policy
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// scanList is the fast path of ParseAddressField: one pass over an
+// address-list in its common shapes (addr-specs, display names of atoms,
+// quoted strings and encoded-words, angle addresses, groups), allocating
+// only the result. It returns ok=false, and leaves the field to the full
+// parser, on anything less common: comments, quoted local parts, address
+// literals, nested groups, a quoted display name holding an "@", invalid
+// UTF-8, or any syntax error. When it returns ok, it found exactly the
+// addr-specs net/mail finds (FuzzScanList checks that).
+//
+// Display names are not decoded here: the count needs none, and the rare
+// paths that write names back (move: external, replacement: sender) parse
+// the field again in full.
+func scanList(v string) ([]Address, bool) {
+	if !utf8.ValidString(v) {
+		return nil, false
+	}
+	p := scanner{s: v, out: make([]Address, 0, strings.Count(v, "@"))}
+	for {
+		p.skipWS()
+		if p.eof() {
+			return p.out, true
+		}
+		if p.s[p.i] == ',' {
+			// Empty entries are allowed at the top level (obs-addr-list).
+			p.i++
+			continue
+		}
+		if !p.item() {
+			return nil, false
+		}
+		p.skipWS()
+		if !p.eof() && p.s[p.i] != ',' {
+			return nil, false
+		}
+	}
+}
+
+// item reads a mailbox or a whole group.
+func (p *scanner) item() bool {
+	words, last, ok := p.phrase()
+	if !ok || p.eof() {
+		return false
+	}
+	if p.s[p.i] != ':' {
+		return p.mailboxAfter(words, last)
+	}
+	if words == 0 {
+		return false
+	}
+	p.i++
+	p.skipWS()
+	if !p.eof() && p.s[p.i] == ';' {
+		p.i++
+		return true
+	}
+	// Inside a group: no empty entries, no nested group, ";" at the end.
+	for {
+		words, last, ok := p.phrase()
+		if !ok || p.eof() || !p.mailboxAfter(words, last) {
+			return false
+		}
+		p.skipWS()
+		if p.eof() {
+			return false
+		}
+		switch p.s[p.i] {
+		case ';':
+			p.i++
+			return true
+		case ',':
+			p.i++
+			p.skipWS()
+		default:
+			return false
+		}
+	}
+}
+
+// mailboxAfter reads the rest of a mailbox after its phrase: "@domain" for
+// a bare addr-spec whose local part was the single atom just read, or an
+// angle address.
+func (p *scanner) mailboxAfter(words int, last span) bool {
+	if p.eof() {
+		return false
+	}
+	var addr string
+	var ok bool
+	switch {
+	case p.s[p.i] == '@' && words == 1 && last.end == p.i:
+		addr, ok = p.addrSpecFrom(last.start)
+	case p.s[p.i] == '<':
+		p.i++
+		start := p.i
+		for !p.eof() && isAtextByte(p.s[p.i], true) {
+			p.i++
+		}
+		if p.eof() || p.s[p.i] != '@' {
+			return false
+		}
+		addr, ok = p.addrSpecFrom(start)
+		if !ok || p.eof() || p.s[p.i] != '>' {
+			return false
+		}
+		p.i++
+	}
+	if !ok {
+		return false
+	}
+	p.out = append(p.out, Address{Addr: addr, Domain: addrDomain(addr)})
+	return true
+}
+
+type scanner struct {
+	s   string
+	i   int
+	out []Address
+}
+
+type span struct{ start, end int }
+
+func (p *scanner) eof() bool { return p.i >= len(p.s) }
+
+func (p *scanner) skipWS() {
+	for p.i < len(p.s) {
+		switch p.s[p.i] {
+		case ' ', '\t', '\r', '\n':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+// phrase reads the words of a display name (atoms, which include
+// encoded-words, and quoted strings) and the blanks after them. It reports
+// how many words it read and where the last one was, if it was a single
+// unquoted atom directly in front of the current position.
+func (p *scanner) phrase() (words int, last span, ok bool) {
+	for !p.eof() {
+		c := p.s[p.i]
+		switch {
+		case c == '"':
+			end := closingQuote(p.s, p.i+1)
+			if end < 0 || !plainQuoted(p.s[p.i+1:end]) {
+				// Unterminated, or an address or escape inside: the
+				// full parser and the embedded-address check decide.
+				return 0, span{}, false
+			}
+			p.i = end + 1
+			words++
+			last = span{-1, -1}
+		case isAtextByte(c, true):
+			start := p.i
+			for !p.eof() && isAtextByte(p.s[p.i], true) {
+				p.i++
+			}
+			words++
+			last = span{start, p.i}
+		default:
+			return words, last, true
+		}
+		if p.eof() || p.s[p.i] == '@' {
+			return words, last, true
+		}
+		p.skipWS()
+	}
+	return words, last, true
+}
+
+// plainQuoted reports whether the content of a quoted string is plain
+// text: no "@" (the embedded-address check must see it), no escape, no
+// control character (net/mail rejects those).
+func plainQuoted(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '@' || c == '\\' || c == 0x7f || c < ' ' && c != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// addrSpecFrom reads "@domain" at the current position, with the local part
+// starting at start, and checks both dot-atoms the way net/mail does.
+func (p *scanner) addrSpecFrom(start int) (string, bool) {
+	local := p.s[start:p.i]
+	p.i++ // '@'
+	ds := p.i
+	for !p.eof() && isAtextByte(p.s[p.i], true) {
+		p.i++
+	}
+	if !dotAtom(local) || !dotAtom(p.s[ds:p.i]) {
+		return "", false
+	}
+	return p.s[start:p.i], true
+}
+
+// dotAtom reports whether s is a non-empty dot-atom: no leading, trailing
+// or double dot.
+func dotAtom(s string) bool {
+	return s != "" && s[0] != '.' && s[len(s)-1] != '.' && !strings.Contains(s, "..")
+}
+
+// isAtextByte is net/mail's isAtext for one byte; bytes of multi-byte UTF-8
+// sequences are atext (the whole value was checked to be valid UTF-8).
+func isAtextByte(c byte, dot bool) bool {
+	switch c {
+	case '.':
+		return dot
+	case '(', ')', '<', '>', '[', ']', ':', ';', '@', '\\', ',', '"':
+		return false
+	}
+	return '!' <= c && c <= '~' || c >= 0x80
+}
