@@ -401,3 +401,16 @@ func TestUnixSocket(t *testing.T) {
 		t.Fatalf("socket left behind: %v", err)
 	}
 }
+
+func TestAddressInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, _ := config.Load("")
+	_, err = Start(c, Options{Listen: "inet:" + ln.Addr().String()}, slog.New(slog.DiscardHandler), new(slog.LevelVar))
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("err = %v", err)
+	}
+}
