@@ -152,3 +152,38 @@ func TestParseListen(t *testing.T) {
 		}
 	}
 }
+
+func TestMoreProblems(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(f, []byte("shutdown_timeout: 10\npolicy:\n  threshold: 2.7\n  stamp_header: To\nexempt_senders: ['@city.example.jp', 'a@b@c.example']\ndomains:\n  - domain: '*.city.example.jp'\n"), 0o600)
+	_, err := Load(f)
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v", err)
+	}
+	got := map[string]bool{}
+	for _, p := range ce.Problems {
+		got[p.Key] = true
+	}
+	for _, k := range []string{"shutdown_timeout", "policy.threshold", "policy.stamp_header", "exempt_senders[0]", "exempt_senders[1]", "domains[0].domain"} {
+		if !got[k] {
+			t.Errorf("no problem for %s in\n%v", k, err)
+		}
+	}
+}
+
+func TestDomainsFromEnvironmentRefused(t *testing.T) {
+	t.Setenv("BCCGUARD_DOMAINS", "x.example")
+	_, err := Load("")
+	if err == nil || !strings.Contains(err.Error(), "environment BCCGUARD_DOMAINS") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEnvironmentProblemNamesTheVariable(t *testing.T) {
+	t.Setenv("BCCGUARD_POLICY_MOVE", "sideways")
+	_, err := Load("testdata/city.yaml")
+	if err == nil || !strings.Contains(err.Error(), "environment BCCGUARD_POLICY_MOVE: policy.move") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"math"
 	"os"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -114,19 +116,35 @@ func Load(file string) (*Config, error) {
 		// typed keys; YAML already has the right types.
 		dc.WeaklyTypedInput = true
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			wholeNumbers,
 			mapstructure.StringToTimeDurationHookFunc(),
 			mapstructure.StringToSliceHookFunc(","))
 	})
 	if err != nil {
 		problems = append(problems, decodeProblems(file, err)...)
 	}
+	if os.Getenv(EnvPrefix+"_DOMAINS") != "" {
+		// A list of entries cannot be written as one variable, and viper
+		// would see the key as set while decoding nothing from it.
+		problems = append(problems, Problem{File: "environment " + EnvPrefix + "_DOMAINS", Key: "domains",
+			Msg: "cannot be set from the environment; list the entries in the config file"})
+	}
 	c := &Config{File: file}
-	problems = append(problems, c.build(file, &raw, v.IsSet("domains") && v.Get("domains") != nil)...)
+	problems = append(problems, c.build(file, &raw, v.InConfig("domains") && v.Get("domains") != nil)...)
 	if len(problems) > 0 {
 		sort.SliceStable(problems, func(i, j int) bool { return problems[i].Key < problems[j].Key })
 		return nil, &Error{Problems: problems}
 	}
 	return c, nil
+}
+
+// wholeNumbers refuses a fraction where an integer is wanted: weak typing
+// would turn "threshold: 2.7" into 2 without a word.
+func wholeNumbers(from, to reflect.Type, data any) (any, error) {
+	if f, ok := data.(float64); ok && to.Kind() == reflect.Int && f != math.Trunc(f) {
+		return nil, fmt.Errorf("%v is not a whole number", f)
+	}
+	return data, nil
 }
 
 func readError(err error) string {
@@ -152,7 +170,7 @@ func decodeProblems(file string, err error) []Problem {
 				}
 				return
 			}
-			out = append(out, Problem{File: file, Key: de.Name(), Msg: "wrong type: " + msg})
+			out = append(out, Problem{File: source(file, de.Name()), Key: de.Name(), Msg: "wrong type: " + msg})
 			return
 		}
 		switch u := err.(type) {
@@ -181,7 +199,7 @@ func joinKey(parent, k string) string {
 func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 	var problems []Problem
 	bad := func(key, format string, args ...any) {
-		problems = append(problems, Problem{File: file, Key: key, Msg: fmt.Sprintf(format, args...)})
+		problems = append(problems, Problem{File: source(file, key), Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 
 	c.Listen = raw.Listen
@@ -218,8 +236,9 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 	}
 	c.SocketGroup = strings.TrimSpace(raw.SocketGroup)
 	c.ShutdownTimeout = raw.ShutdownTimeout
-	if c.ShutdownTimeout <= 0 {
-		bad("shutdown_timeout", "must be a positive duration such as 10s, got %v", raw.ShutdownTimeout)
+	if c.ShutdownTimeout < time.Second {
+		// A bare number is read as nanoseconds: "10" would be 10ns.
+		bad("shutdown_timeout", "must be at least 1s, with a unit (10s, 1m), got %v", raw.ShutdownTimeout)
 	}
 	auditMode, err := audit.ParseMode(raw.Audit.Recipients)
 	if err != nil {
@@ -272,7 +291,8 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 	}
 	for i, s := range raw.ExemptSenders {
 		s = strings.TrimSpace(s)
-		if !strings.Contains(s, "@") || strings.ContainsAny(s, " <>,") {
+		at := strings.LastIndexByte(s, '@')
+		if at <= 0 || at == len(s)-1 || strings.Count(s, "@") != 1 || strings.ContainsAny(s, " <>,") {
 			bad(fmt.Sprintf("exempt_senders[%d]", i), "%q is not an envelope sender address (local@domain)", s)
 			continue
 		}
@@ -337,9 +357,34 @@ func mergeSettings(base policy.Settings, r rawPolicy, prefix string, bad func(st
 		s.StampHeader = strings.TrimSpace(*r.StampHeader)
 		if !validHeaderName(s.StampHeader) {
 			bad(prefix+".stamp_header", "%q is not a header field name (printable ASCII, no space or colon)", *r.StampHeader)
+		} else if reservedHeader(s.StampHeader) {
+			bad(prefix+".stamp_header", "%q is a field mail clients and Postfix read; use a name of your own such as X-BCCGuard", *r.StampHeader)
 		}
 	}
 	return s
+}
+
+// reservedHeader reports fields the stamp must never be: an added To or Bcc
+// would be delivered to everyone.
+func reservedHeader(name string) bool {
+	switch strings.ToLower(name) {
+	case "to", "cc", "bcc", "from", "sender", "reply-to", "subject", "date", "message-id",
+		"resent-to", "resent-cc", "resent-bcc", "resent-from", "received", "return-path":
+		return true
+	}
+	return false
+}
+
+// source names where a key's value came from: the environment variable
+// when one is set for it (viper lets it win over the file), else the file.
+func source(file, key string) string {
+	if !strings.ContainsAny(key, "[]") {
+		env := EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		if os.Getenv(env) != "" {
+			return "environment " + env
+		}
+	}
+	return file
 }
 
 func validHeaderName(s string) bool {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/metrics"
+	"github.com/bccguard/bccguard/policy"
 )
 
 // Actions are the modifications bccguard may make: change and add header
@@ -35,6 +36,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	srv     *gomilter.Server
+	// decide is policy.Decide; tests replace it before serving to reach
+	// the panic path.
+	decide func(*policy.Config, policy.Message) policy.Decision
 }
 
 // NewServer returns a server reading the config from c at the start of
@@ -47,7 +51,7 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 	if m == nil {
 		m = metrics.New("")
 	}
-	s := &Server{config: c, log: log, metrics: m}
+	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide}
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
 			return newSession(s)

@@ -42,9 +42,18 @@ func snapshot(p *policy.Config) *config.Config {
 // and the pointer that holds its policy.
 func startServer(t *testing.T, cfg *policy.Config) (string, *atomic.Pointer[config.Config], *Server) {
 	t.Helper()
+	return startServerWith(t, cfg, nil)
+}
+
+// startServerWith lets a test change the server before it serves.
+func startServerWith(t *testing.T, cfg *policy.Config, change func(*Server)) (string, *atomic.Pointer[config.Config], *Server) {
+	t.Helper()
 	var p atomic.Pointer[config.Config]
 	p.Store(snapshot(cfg))
 	srv := NewServer(&p, nil, nil)
+	if change != nil {
+		change(srv)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -145,15 +154,21 @@ func TestSessionKeepsItsSnapshot(t *testing.T) {
 // TestPanicTempfailsAndServerLivesOn: a panic while deciding refuses that
 // message with a temporary failure, is counted, and the server goes on.
 func TestPanicTempfailsAndServerLivesOn(t *testing.T) {
-	addr, _, srv := startServer(t, cityPolicy(t, nil))
-	decide = func(*policy.Config, policy.Message) policy.Decision { panic("boom") }
-	t.Cleanup(func() { decide = policy.Decide })
+	// The first decision panics, the later ones do not.
+	var calls atomic.Int64
+	addr, _, srv := startServerWith(t, cityPolicy(t, nil), func(s *Server) {
+		s.decide = func(c *policy.Config, m policy.Message) policy.Decision {
+			if calls.Add(1) == 1 {
+				panic("boom")
+			}
+			return policy.Decide(c, m)
+		}
+	})
 	msg := miltertest.Message{Sender: "staff@city.example.jp", Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}}
 	mods, act := miltertest.Dial(t, "tcp", addr).Send(t, msg)
 	if len(mods) != 0 || act.SMTPCode != 451 {
 		t.Fatalf("after panic: %v %v", mods, act)
 	}
-	decide = policy.Decide
 	if v, _ := miltertest.ToValue(must(miltertest.Dial(t, "tcp", addr).Send(t, msg))); v != "undisclosed-recipients:;" {
 		t.Fatal("server did not survive the panic")
 	}

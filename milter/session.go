@@ -25,12 +25,7 @@ type session struct {
 
 	// Per message; reset by MailFrom and Abort.
 	sender string
-	header []policy.Field
-	// kept counts the value bytes in header; past policy.MaxAddressBytes
-	// values are dropped and truncated is set, so that a hostile header
-	// cannot make the session grow without bound.
-	kept      int
-	truncated bool
+	header policy.Collector
 	// broken is set when a handler failed before end-of-message, so that
 	// the message is refused rather than passed half-read.
 	broken error
@@ -44,9 +39,7 @@ var _ gomilter.Milter = (*session)(nil)
 
 func (s *session) reset() {
 	s.sender = ""
-	s.header = s.header[:0]
-	s.kept = 0
-	s.truncated = false
+	s.header.Reset()
 	s.broken = nil
 }
 
@@ -70,6 +63,7 @@ func (s *session) Helo(string, gomilter.Modifier) (*gomilter.Response, error) { 
 // MailFrom starts a new message.
 func (s *session) MailFrom(from string, _ string, _ gomilter.Modifier) (*gomilter.Response, error) {
 	s.reset()
+	// go-milter removes the angle brackets Postfix sends.
 	s.sender = from
 	return nil, nil
 }
@@ -82,29 +76,17 @@ func (s *session) RcptTo(string, string, gomilter.Modifier) (*gomilter.Response,
 // Data is not negotiated.
 func (s *session) Data(gomilter.Modifier) (*gomilter.Response, error) { return nil, nil }
 
-// Header keeps the fields the policy reads. Other fields are dropped here:
-// edits address fields by their index among fields of the same name, so
-// the others are not needed to place them.
+// Header keeps the fields the policy reads, within its limits. Other
+// fields are dropped here: edits address fields by their index among fields
+// of the same name, so the others are not needed to place them.
 func (s *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Response, error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.broken = fmt.Errorf("panic in header handler: %v\n%s", r, debug.Stack())
 		}
 	}()
-	if isPolicyField(name) {
-		if s.kept+len(value) > policy.MaxAddressBytes {
-			// Keep the field's place, so that every To can still be
-			// replaced, but not its value.
-			value, s.truncated = "", true
-		}
-		s.kept += len(value)
-		s.header = append(s.header, policy.Field{Name: name, Value: value})
-	}
+	s.header.Add(name, value)
 	return nil, nil
-}
-
-func isPolicyField(name string) bool {
-	return strings.EqualFold(name, "To") || strings.EqualFold(name, "Cc") || strings.EqualFold(name, "From")
 }
 
 // Headers is not negotiated.
@@ -114,9 +96,6 @@ func (s *session) Headers(gomilter.Modifier) (*gomilter.Response, error) { retur
 func (s *session) BodyChunk([]byte, gomilter.Modifier) (*gomilter.Response, error) {
 	return nil, nil
 }
-
-// decide is policy.Decide; tests replace it to reach the panic path.
-var decide = policy.Decide
 
 // EndOfMessage decides and applies the edits.
 func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, err error) {
@@ -139,7 +118,7 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 		s.server.log.Error("message tempfailed", slog.String("queue_id", queueID), slog.Any("error", s.broken))
 		return tempfail("internal error")
 	}
-	d := decide(s.cfg.Policy, policy.Message{Sender: s.sender, Header: s.header, Truncated: s.truncated})
+	d := s.server.decide(s.cfg.Policy, s.header.Message(s.sender))
 	for _, e := range d.Edits {
 		if err := applyEdit(m, e); err != nil {
 			// The connection to Postfix is broken; Postfix applies

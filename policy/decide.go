@@ -48,16 +48,6 @@ const (
 	ParseTooLarge ParseProblem = "too_large"
 )
 
-// Limits that keep the time and memory of one decision bounded whatever a
-// client sends. Postfix's default header_size_limit (100 KiB for the whole
-// header) stays well inside them, so they only bite when an admin has raised
-// it, or on input that is hostile anyway.
-const (
-	// MaxAddressBytes is the most To and Cc field bytes read per message.
-	MaxAddressBytes = 256 << 10
-	// MaxAddressFields is the most To and Cc fields read per message.
-	MaxAddressFields = 1000
-)
 
 // Message is what the policy needs to know about one message.
 type Message struct {
@@ -67,10 +57,8 @@ type Message struct {
 	// Header holds the header fields in message order. Fields other than
 	// To, Cc and From may be left out.
 	Header []Field
-	// Truncated is set by a caller that stopped keeping field values past
-	// MaxAddressBytes (it still passes every To and Cc field, with an empty
-	// value, so that all of them can be replaced).
-	Truncated bool
+	// Overflow tells what a Collector had to leave out of Header.
+	Overflow Overflow
 }
 
 // Decision is the outcome for one message.
@@ -130,48 +118,29 @@ func Decide(cfg *Config, msg Message) Decision {
 	}
 	d.Rule, d.Settings = rule, settings
 
-	var v *visible
-	if msg.Truncated || tooLarge(msg.Header, settings.ConvertCc) {
-		v = countFields(msg.Header, settings.ConvertCc)
+	over := msg.Overflow.merge(measure(msg.Header))
+	if over.any(settings.ConvertCc) {
 		d.Parse = ParseTooLarge
-	} else {
-		v = readVisible(cfg, msg.Header, settings.ConvertCc)
-		d.ToTotal, d.ToExternal = v.to.total, v.to.external
-		d.To = v.to.addrs
-		d.CcTotal, d.CcExternal = v.cc.total, v.cc.external
-		d.Parse = v.problem()
-	}
-
-	if d.Parse == ParseTooLarge {
 		what := fmt.Sprintf("address fields over the limit of %d bytes or %d fields; not read", MaxAddressBytes, MaxAddressFields)
-		switch settings.OnParseError {
-		case ParseErrorTempfail:
-			d.Action = Tempfail
-			d.Reason = what + "; on_parse_error is tempfail"
-			return d
-		case ParseErrorAccept:
-			d.Reason = what + "; on_parse_error is accept"
-			return d
+		if over.ToFields || settings.ConvertCc && over.CcFields {
+			// Removing thousands of fields one by one would make Postfix
+			// rescan the header for each: refuse instead of hiding.
+			what = fmt.Sprintf("more than %d address fields; not read", MaxAddressFields)
+			if settings.OnParseError == ParseErrorHide {
+				d.Action = Tempfail
+				d.Reason = what + "; too many to hide (on_parse_error is hide)"
+				return d
+			}
 		}
-		d.Action = Convert
-		d.Reason = what + "; on_parse_error is hide"
-		settings.Move = MoveAll
-		return v.convert(d, settings, msg.Header)
+		return onParseError(d, settings, what, countFields(msg.Header, settings.ConvertCc), msg.Header)
 	}
+	v := readVisible(cfg, msg.Header, settings.ConvertCc)
+	d.ToTotal, d.ToExternal = v.to.total, v.to.external
+	d.To = v.to.addrs
+	d.CcTotal, d.CcExternal = v.cc.total, v.cc.external
+	d.Parse = v.problem()
 	if d.Parse == ParseUnreadable {
-		switch settings.OnParseError {
-		case ParseErrorTempfail:
-			d.Action = Tempfail
-			d.Reason = "an address field cannot be read; on_parse_error is tempfail"
-			return d
-		case ParseErrorAccept:
-			d.Reason = "an address field cannot be read; on_parse_error is accept"
-			return d
-		}
-		d.Action = Convert
-		d.Reason = "an address field cannot be read; on_parse_error is hide"
-		settings.Move = MoveAll
-		return v.convert(d, settings, msg.Header)
+		return onParseError(d, settings, "an address field cannot be read", v, msg.Header)
 	}
 
 	total, external := v.to.total, v.to.external
@@ -197,6 +166,24 @@ func Decide(cfg *Config, msg Message) Decision {
 	d.Reason = fmt.Sprintf("%s: %s, %d external; threshold %d reached (count: %s)",
 		list, plural(total, "address", "addresses"), external, settings.Threshold, settings.Count)
 	return v.convert(d, settings, msg.Header)
+}
+
+// onParseError applies the on_parse_error setting to a message whose
+// address fields could not be read (what says why).
+func onParseError(d Decision, s Settings, what string, v *visible, h []Field) Decision {
+	switch s.OnParseError {
+	case ParseErrorTempfail:
+		d.Action = Tempfail
+		d.Reason = what + "; on_parse_error is tempfail"
+		return d
+	case ParseErrorAccept:
+		d.Reason = what + "; on_parse_error is accept"
+		return d
+	}
+	d.Action = Convert
+	d.Reason = what + "; on_parse_error is hide"
+	s.Move = MoveAll
+	return v.convert(d, s, h)
 }
 
 func plural(n int, one, many string) string {
@@ -262,17 +249,6 @@ func (v *visible) problem() ParseProblem {
 // isAddressField reports whether a field is one the rule reads.
 func isAddressField(name string, withCc bool) bool {
 	return strings.EqualFold(name, "To") || withCc && strings.EqualFold(name, "Cc")
-}
-
-func tooLarge(h []Field, withCc bool) bool {
-	n, size := 0, 0
-	for _, f := range h {
-		if isAddressField(f.Name, withCc) {
-			n++
-			size += len(f.Value)
-		}
-	}
-	return n > MaxAddressFields || size > MaxAddressBytes
 }
 
 // countFields records how many To and Cc fields there are, without reading

@@ -182,3 +182,17 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+func TestReadHeaderQuirks(t *testing.T) {
+	in := "From someone@example.jp Thu Nov 26 00:00:00 2026\r\nTo : a@ext.example,\r\n b@other.example\r\nSubject: x\r\n\r\nbody"
+	h, err := ReadHeader(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 2 || h[0].Name != "To" || h[0].Value != "a@ext.example,\r\n b@other.example" {
+		t.Fatalf("%q", h)
+	}
+	if _, err := ReadHeader(strings.NewReader("no colon here\r\n")); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}

@@ -57,15 +57,46 @@ type DomainPattern struct {
 // ParseDomainPattern parses one configured domain pattern.
 func ParseDomainPattern(s string) (DomainPattern, error) {
 	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "*.") {
+		return DomainPattern{}, fmt.Errorf("%q: write subdomains with a leading dot, as in Postfix tables: %q", s, s[1:])
+	}
 	sub := strings.HasPrefix(s, ".")
 	d, err := NormalizeDomain(strings.TrimPrefix(s, "."))
 	if err != nil {
 		return DomainPattern{}, err
 	}
-	if strings.ContainsAny(d, " @,;:") {
-		return DomainPattern{}, fmt.Errorf("domain %q: not a domain name", s)
+	if err := checkHostname(d); err != nil {
+		return DomainPattern{}, fmt.Errorf("%q: %w", s, err)
 	}
 	return DomainPattern{Domain: d, Subdomains: sub}, nil
+}
+
+// checkHostname accepts a normalized domain name: labels of letters,
+// digits and hyphens (underscores too, which some internal names use), 1 to
+// 63 characters, not starting or ending with a hyphen. A pattern that
+// cannot match any real domain must not pass silently: in domains it would
+// turn the check off for the senders the admin meant.
+func checkHostname(d string) error {
+	if len(d) > 253 {
+		return fmt.Errorf("longer than 253 characters")
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" {
+			return fmt.Errorf("empty label")
+		}
+		if len(label) > 63 {
+			return fmt.Errorf("label %q longer than 63 characters", label)
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("label %q starts or ends with a hyphen", label)
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !isAlnum(c) && c != '-' && c != '_' {
+				return fmt.Errorf("%q is not allowed in a domain name", c)
+			}
+		}
+	}
+	return nil
 }
 
 // String returns the pattern as it is written in the config.

@@ -88,6 +88,10 @@ func ReadHeader(r io.Reader) ([]Field, error) {
 		if trimmed == "" {
 			return fields, nil
 		}
+		if lineNo == 1 && strings.HasPrefix(trimmed, "From ") {
+			// The envelope line of an mbox file, not a field.
+			continue
+		}
 		if trimmed[0] == ' ' || trimmed[0] == '\t' {
 			if len(fields) == 0 {
 				return nil, fmt.Errorf("read header: line %d: continuation line before the first field", lineNo)
@@ -95,6 +99,9 @@ func ReadHeader(r io.Reader) ([]Field, error) {
 			fields[len(fields)-1].Value += "\r\n" + trimmed
 		} else {
 			name, value, ok := strings.Cut(trimmed, ":")
+			// "To : x" is obsolete syntax that Postfix accepts, trimming
+			// the blanks; the milter sees "To".
+			name = strings.TrimRight(name, " \t")
 			if !ok || name == "" || strings.ContainsAny(name, " \t") {
 				return nil, fmt.Errorf("read header: line %d: not a header field: %q", lineNo, truncate(trimmed, 60))
 			}

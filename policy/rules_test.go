@@ -1,6 +1,9 @@
 package policy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func domainsConfig(t *testing.T) *Config {
 	t.Helper()
@@ -169,5 +172,16 @@ func TestDomainPatterns(t *testing.T) {
 	}
 	if p, err := ParseDomainPattern(".例え.JP."); err != nil || p.String() != ".xn--r8jz45g.jp" {
 		t.Errorf("IDN pattern: %v %v", p, err)
+	}
+}
+
+func TestDomainPatternsRejected(t *testing.T) {
+	for _, bad := range []string{"*.city.example.jp", "city..example.jp", "-bad-.jp", "[10.0.0.1", "a b.jp", "a@b.jp", "", "."} {
+		if p, err := ParseDomainPattern(bad); err == nil {
+			t.Errorf("%q accepted as %v", bad, p)
+		}
+	}
+	if _, err := ParseDomainPattern("*.city.example.jp"); err == nil || !strings.Contains(err.Error(), ".city.example.jp") {
+		t.Errorf("wildcard hint: %v", err)
 	}
 }

@@ -98,7 +98,13 @@ func newCheckCmd() *cobra.Command {
 // decide runs the same policy.Decide the daemon runs and shapes the
 // outcome for printing.
 func decide(p *policy.Config, from string, rcpts []string, header []policy.Field) checkResult {
-	d := policy.Decide(p, policy.Message{Sender: from, Header: header})
+	// The fields reach the policy through the same Collector the milter
+	// session uses, so that its limits apply here too.
+	var c policy.Collector
+	for _, f := range header {
+		c.Add(f.Name, f.Value)
+	}
+	d := policy.Decide(p, c.Message(from))
 	out := policy.Apply(dropBcc(header), d.Edits)
 	if rcpts == nil {
 		rcpts = []string{}
@@ -122,13 +128,13 @@ func decide(p *policy.Config, from string, rcpts []string, header []policy.Field
 }
 
 // dropBcc removes the fields Postfix removes before delivery
-// (message_drop_headers = bcc, content-length, resent-bcc by default), so
-// that the printed header is the one recipients see.
+// (message_drop_headers = bcc, content-length, resent-bcc, return-path by
+// default), so that the printed header is the one recipients see.
 func dropBcc(h []policy.Field) []policy.Field {
 	var out []policy.Field
 	for _, f := range h {
 		switch strings.ToLower(f.Name) {
-		case "bcc", "resent-bcc", "content-length":
+		case "bcc", "resent-bcc", "content-length", "return-path":
 			continue
 		}
 		out = append(out, f)
