@@ -48,7 +48,6 @@ const (
 	ParseTooLarge ParseProblem = "too_large"
 )
 
-
 // Message is what the policy needs to know about one message.
 type Message struct {
 	// Sender is the envelope sender (MAIL FROM), with or without angle
