@@ -17,32 +17,36 @@ import (
 // to Postfix's own.
 const syslogTag = "bccguard"
 
-// dialSyslog opens the local syslog; tests point it at their own socket.
-var dialSyslog = func() (*syslog.Writer, error) {
-	return syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, syslogTag)
-}
-
 // NewLogger builds the logger the config asks for. The level can be
 // changed later through the returned LevelVar (a reload does that).
 func NewLogger(c *config.Config, stderr io.Writer) (*slog.Logger, *slog.LevelVar, error) {
+	return newLogger(c, stderr, func() (*syslog.Writer, error) {
+		return syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, syslogTag)
+	})
+}
+
+// newLogger is NewLogger with the syslog connection given, so that tests
+// can point it at a socket of their own.
+func newLogger(c *config.Config, stderr io.Writer, dialSyslog func() (*syslog.Writer, error)) (*slog.Logger, *slog.LevelVar, error) {
 	level := new(slog.LevelVar)
 	level.Set(c.LogLevel)
 	opts := &slog.HandlerOptions{Level: level}
-	if c.LogOutput == "syslog" {
-		w, err := dialSyslog()
-		if err != nil {
-			return nil, nil, fmt.Errorf("daemon: log_output syslog: %w", err)
-		}
-		// syslog stamps the time itself.
-		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		}
-		return slog.New(&syslogHandler{w: w, format: c.LogFormat, opts: opts}), level, nil
+	if c.LogOutput != "syslog" {
+		return slog.New(newHandler(stderr, c.LogFormat, opts)), level, nil
 	}
-	return slog.New(newHandler(stderr, c.LogFormat, opts)), level, nil
+	w, err := dialSyslog()
+	if err != nil {
+		return nil, nil, fmt.Errorf("daemon: log_output syslog: %w", err)
+	}
+	// syslog stamps the time itself.
+	opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) == 0 && a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}
+	out := &syslogOut{w: w}
+	return slog.New(&syslogHandler{Handler: newHandler(&out.buf, c.LogFormat, opts), out: out}), level, nil
 }
 
 func newHandler(w io.Writer, format string, opts *slog.HandlerOptions) slog.Handler {
@@ -52,52 +56,45 @@ func newHandler(w io.Writer, format string, opts *slog.HandlerOptions) slog.Hand
 	return slog.NewTextHandler(w, opts)
 }
 
-// syslogHandler formats a record like the stderr handler and sends it with
-// the syslog priority of its level, so that errors are mail.err and not
-// mail.info.
-type syslogHandler struct {
-	w      *syslog.Writer
-	format string
-	opts   *slog.HandlerOptions
-	attrs  []slog.Attr
-	group  string
-	mu     sync.Mutex
+// syslogOut is the buffer the formatting handler writes one record into,
+// and the syslog connection it goes to.
+type syslogOut struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	w   *syslog.Writer
 }
 
-func (h *syslogHandler) Enabled(_ context.Context, l slog.Level) bool {
-	return l >= h.opts.Level.Level()
+// syslogHandler formats a record like the stderr handler and sends it with
+// the syslog priority of its level, so that errors are mail.err and not
+// mail.info. Attributes and groups are the embedded handler's.
+type syslogHandler struct {
+	slog.Handler
+	out *syslogOut
 }
 
 func (h *syslogHandler) Handle(ctx context.Context, r slog.Record) error {
-	var buf bytes.Buffer
-	var inner slog.Handler = newHandler(&buf, h.format, h.opts)
-	if len(h.attrs) > 0 {
-		inner = inner.WithAttrs(h.attrs)
-	}
-	if h.group != "" {
-		inner = inner.WithGroup(h.group)
-	}
-	if err := inner.Handle(ctx, r); err != nil {
+	h.out.mu.Lock()
+	defer h.out.mu.Unlock()
+	h.out.buf.Reset()
+	if err := h.Handler.Handle(ctx, r); err != nil {
 		return err
 	}
-	line := strings.TrimSuffix(buf.String(), "\n")
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	line := strings.TrimSuffix(h.out.buf.String(), "\n")
 	switch {
 	case r.Level >= slog.LevelError:
-		return h.w.Err(line)
+		return h.out.w.Err(line)
 	case r.Level >= slog.LevelWarn:
-		return h.w.Warning(line)
+		return h.out.w.Warning(line)
 	case r.Level >= slog.LevelInfo:
-		return h.w.Info(line)
+		return h.out.w.Info(line)
 	}
-	return h.w.Debug(line)
+	return h.out.w.Debug(line)
 }
 
 func (h *syslogHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &syslogHandler{w: h.w, format: h.format, opts: h.opts, attrs: append(append([]slog.Attr(nil), h.attrs...), as...), group: h.group}
+	return &syslogHandler{Handler: h.Handler.WithAttrs(as), out: h.out}
 }
 
 func (h *syslogHandler) WithGroup(name string) slog.Handler {
-	return &syslogHandler{w: h.w, format: h.format, opts: h.opts, attrs: h.attrs, group: name}
+	return &syslogHandler{Handler: h.Handler.WithGroup(name), out: h.out}
 }

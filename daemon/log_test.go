@@ -24,24 +24,20 @@ func TestSyslogOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	dialSyslog = func() (*syslog.Writer, error) {
-		return syslog.Dial("unixgram", path, syslog.LOG_MAIL|syslog.LOG_INFO, syslogTag)
-	}
-	t.Cleanup(func() {
-		dialSyslog = func() (*syslog.Writer, error) { return syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, syslogTag) }
-	})
 	f := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(f, []byte("log_output: syslog\n"), 0o644)
 	c, err := config.Load(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, _, err := NewLogger(c, nil)
+	log, _, err := newLogger(c, nil, func() (*syslog.Writer, error) {
+		return syslog.Dial("unixgram", path, syslog.LOG_MAIL|syslog.LOG_INFO, syslogTag)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	log.Info("hello", "queue_id", "ABC")
-	log.Error("broken")
+	log.With("a", 1).WithGroup("g").Error("broken", "b", 2)
 	read := func() string {
 		buf := make([]byte, 4096)
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -55,7 +51,7 @@ func TestSyslogOutput(t *testing.T) {
 	if got := read(); !strings.HasPrefix(got, "<22>") || !strings.Contains(got, "bccguard[") || !strings.Contains(got, "msg=hello queue_id=ABC") || strings.Contains(got, "time=") {
 		t.Fatalf("info line: %q", got)
 	}
-	if got := read(); !strings.HasPrefix(got, "<19>") || !strings.Contains(got, "msg=broken") {
+	if got := read(); !strings.HasPrefix(got, "<19>") || !strings.Contains(got, "msg=broken a=1 g.b=2") {
 		t.Fatalf("error line: %q", got)
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"sync/atomic"
+	"time"
 
 	gomilter "github.com/d--j/go-milter"
+	"golang.org/x/net/netutil"
 
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/metrics"
@@ -29,6 +31,17 @@ const Actions = gomilter.OptChangeHeader | gomilter.OptAddHeader
 const Protocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoRcptTo |
 	gomilter.OptNoData | gomilter.OptNoUnknown | gomilter.OptNoEOH | gomilter.OptNoBody |
 	gomilter.OptNoMailReply | gomilter.OptNoHeaderReply
+
+// MaxSessions caps the milter sessions served at once; further connections
+// wait in the listen backlog (Postfix then applies milter_connect_timeout
+// and milter_default_action), so that idle connections from a local user
+// cannot exhaust the daemon's file descriptors.
+const MaxSessions = 2000
+
+// sessionIdleTimeout ends a session that sends nothing for this long. Postfix
+// sends nothing to the milter while its SMTP client is slow between
+// commands (smtpd_timeout is 300s per command), so it is generous.
+const sessionIdleTimeout = 30 * time.Minute
 
 // Server is a milter server that applies the current config snapshot.
 type Server struct {
@@ -57,6 +70,7 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 			return newSession(s)
 		}),
 		gomilter.WithActions(Actions),
+		gomilter.WithReadTimeout(sessionIdleTimeout),
 		gomilter.WithProtocols(Protocol),
 		// Postfix sends the queue id at end-of-message by default
 		// (milter_end_of_data_macros); asking for it keeps it there when
@@ -69,7 +83,7 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 // Serve accepts milter connections on ln until Shutdown or Close. It
 // returns nil after a Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
+	if err := s.srv.Serve(netutil.LimitListener(ln, MaxSessions)); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
 		return fmt.Errorf("milter: serve: %w", err)
 	}
 	return nil
