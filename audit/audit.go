@@ -43,6 +43,7 @@ func ParseMode(s string) (Mode, error) {
 
 // Options configure the audit record.
 type Options struct {
+	// Mode says how addresses appear.
 	Mode Mode
 	// HashKey is the HMAC key for ModeHash.
 	HashKey []byte
@@ -50,9 +51,13 @@ type Options struct {
 
 // Record is what happened to one message.
 type Record struct {
-	QueueID  string
-	Sender   string
+	// QueueID is Postfix's queue id (macro i).
+	QueueID string
+	// Sender is the envelope sender.
+	Sender string
+	// Decision is the policy's outcome.
 	Decision policy.Decision
+	// Duration is the time from end-of-message to the reply.
 	Duration time.Duration
 }
 

@@ -28,7 +28,8 @@ type Config struct {
 	// File is the file it was loaded from; empty for built-in defaults.
 	File string
 	// Listen is the milter address in Postfix syntax.
-	Listen     string
+	Listen string
+	// SocketMode is the file mode of a unix socket.
 	SocketMode os.FileMode
 	// SocketGroup is the group given to a unix socket; "" keeps the
 	// process's group.
@@ -36,7 +37,8 @@ type Config struct {
 	// ShutdownTimeout bounds how long sessions in flight may take to
 	// finish after SIGTERM.
 	ShutdownTimeout time.Duration
-	LogLevel        slog.Level
+	// LogLevel is the lowest level logged; a reload may change it.
+	LogLevel slog.Level
 	// LogFormat is "text" or "json".
 	LogFormat string
 	// LogOutput is "stderr" (for journald) or "syslog" (facility mail).
@@ -65,12 +67,16 @@ func (c *Config) Name() string {
 
 // Problem is one thing wrong with a config file.
 type Problem struct {
+	// File is the config file, or "environment VAR" for a value from the
+	// environment.
 	File string
 	// Key is the key path, such as "policy.threshold" or "domains[1].domain".
 	Key string
+	// Msg says what is wrong.
 	Msg string
 }
 
+// String formats the problem as "FILE: KEY: MESSAGE".
 func (p Problem) String() string {
 	file := p.File
 	if file == "" {
@@ -85,9 +91,11 @@ func (p Problem) String() string {
 // Error lists every problem found in one config; the daemon does not start
 // (or a reload is refused) when Load returns one.
 type Error struct {
+	// Problems are sorted by key.
 	Problems []Problem
 }
 
+// Error lists every problem, one per line.
 func (e *Error) Error() string {
 	lines := make([]string, len(e.Problems))
 	for i, p := range e.Problems {

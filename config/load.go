@@ -66,29 +66,33 @@ type rawConfig struct {
 	ExemptSenders   []string      `mapstructure:"exempt_senders"`
 }
 
-// defaults are the built-in values; every key is listed so that viper
-// knows it and an environment variable can override it.
-var defaults = map[string]any{
-	"listen":                DefaultListen,
-	"socket_mode":           "0660",
-	"socket_group":          "",
-	"shutdown_timeout":      "10s",
-	"log_level":             "info",
-	"log_format":            "text",
-	"log_output":            "stderr",
-	"audit.recipients":      "domain",
-	"audit.hash_key":        "",
-	"metrics_listen":        "",
-	"internal_domains":      []string{},
-	"exempt_senders":        []string{},
-	"policy.threshold":      2,
-	"policy.count":          "all",
-	"policy.move":           "all",
-	"policy.convert_cc":     false,
-	"policy.replacement":    "undisclosed",
-	"policy.on_parse_error": "hide",
-	"policy.dry_run":        false,
-	"policy.stamp_header":   "X-BCCGuard",
+// defaults returns the built-in values; every key is listed so that viper
+// knows it and an environment variable can override it. The policy values
+// come from policy.DefaultSettings, the one place they are defined.
+func defaults() map[string]any {
+	p := policy.DefaultSettings()
+	return map[string]any{
+		"listen":                DefaultListen,
+		"socket_mode":           "0660",
+		"socket_group":          "",
+		"shutdown_timeout":      "10s",
+		"log_level":             "info",
+		"log_format":            "text",
+		"log_output":            "stderr",
+		"audit.recipients":      "domain",
+		"audit.hash_key":        "",
+		"metrics_listen":        "",
+		"internal_domains":      []string{},
+		"exempt_senders":        []string{},
+		"policy.threshold":      p.Threshold,
+		"policy.count":          string(p.Count),
+		"policy.move":           string(p.Move),
+		"policy.convert_cc":     p.ConvertCc,
+		"policy.replacement":    p.Replacement.String(),
+		"policy.on_parse_error": string(p.OnParseError),
+		"policy.dry_run":        p.DryRun,
+		"policy.stamp_header":   p.StampHeader,
+	}
 }
 
 // Load reads and validates a config file; file "" means built-in defaults
@@ -96,7 +100,7 @@ var defaults = map[string]any{
 // all of them, and no Config.
 func Load(file string) (*Config, error) {
 	v := viper.New()
-	for k, val := range defaults {
+	for k, val := range defaults() {
 		v.SetDefault(k, val)
 	}
 	v.SetEnvPrefix(EnvPrefix)

@@ -11,11 +11,11 @@ import (
 // codeKeys lists every key the loader knows, in the reference's spelling.
 func codeKeys() []string {
 	var keys []string
-	for k := range defaults {
+	for k := range defaults() {
 		keys = append(keys, k)
 	}
 	keys = append(keys, "domains", "domains[].domain", "domains[].enabled")
-	for k := range defaults {
+	for k := range defaults() {
 		if p, ok := strings.CutPrefix(k, "policy."); ok {
 			keys = append(keys, "domains[]."+p)
 		}

@@ -63,8 +63,10 @@ const (
 
 // FieldAddresses is the result of reading one header field.
 type FieldAddresses struct {
+	// Addrs are the addresses in order of appearance, duplicates kept.
 	Addrs []Address
-	Mode  ParseMode
+	// Mode says how they were found.
+	Mode ParseMode
 	// StrictErr is the strict parser's error when Mode is not ParsedStrict.
 	StrictErr error
 }

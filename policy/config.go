@@ -53,8 +53,10 @@ const (
 
 // Replacement is the parsed form of the replacement setting.
 type Replacement struct {
-	Kind  ReplacementKind
-	Label string // for ReplaceGroup
+	// Kind selects the form.
+	Kind ReplacementKind
+	// Label is the group name for ReplaceGroup.
+	Label string
 }
 
 // ParseReplacement parses "undisclosed", "sender" or "group:LABEL".
@@ -107,12 +109,16 @@ func groupValue(label string) string {
 type Settings struct {
 	// Threshold is the number of To addresses needed to trigger.
 	Threshold int
-	Count     CountMode
-	Move      MoveMode
+	// Count says which addresses count towards Threshold.
+	Count CountMode
+	// Move says which addresses leave the visible header.
+	Move MoveMode
 	// ConvertCc applies the rule to Cc as well: To and Cc are then counted
 	// together as one visible list, and both are converted.
-	ConvertCc    bool
-	Replacement  Replacement
+	ConvertCc bool
+	// Replacement is what To reads when no address stays in it.
+	Replacement Replacement
+	// OnParseError applies when an address field cannot be read.
 	OnParseError ParseErrorAction
 	// DryRun decides and reports, but changes nothing.
 	DryRun bool
@@ -137,9 +143,12 @@ func DefaultSettings() Settings {
 // merged over the policy defaults.
 type DomainRule struct {
 	// Index is the entry's position in the config's domains list.
-	Index    int
-	Pattern  DomainPattern
-	Enabled  bool
+	Index int
+	// Pattern is the sender domain pattern.
+	Pattern DomainPattern
+	// Enabled is false for an entry that turns the check off.
+	Enabled bool
+	// Settings are the policy section with this entry's keys laid over.
 	Settings Settings
 }
 
@@ -158,12 +167,6 @@ type Config struct {
 	// ExemptSenders holds lower-cased envelope sender addresses that are
 	// never converted.
 	ExemptSenders map[string]bool
-}
-
-// DefaultConfig returns the configuration used with no config file: every
-// sender is checked and every recipient is external.
-func DefaultConfig() *Config {
-	return &Config{Default: DefaultSettings()}
 }
 
 // ruleFor finds the domains entry for a normalized sender domain: the most

@@ -60,6 +60,7 @@ type Message struct {
 
 // Decision is the outcome for one message.
 type Decision struct {
+	// Action is what happens to the message.
 	Action Action
 	// DryRun is true when the action would be Convert but nothing is
 	// changed; Edits is then empty.

@@ -12,7 +12,9 @@ import (
 // colon, the value without the space after the colon and without the final
 // line break, folded lines kept.
 type Field struct {
-	Name  string
+	// Name is the field name as written, in any case.
+	Name string
+	// Value is the raw value, folded lines kept.
 	Value string
 }
 
@@ -30,11 +32,14 @@ const (
 // Edit is one header change, in the terms of the milter protocol's
 // SMFIR_CHGHEADER and SMFIR_ADDHEADER, so the adapter can pass it on as is.
 type Edit struct {
-	Op   EditOp
+	// Op says whether the field is changed or added.
+	Op EditOp
+	// Name is the field name.
 	Name string
 	// Index is one-based and counts only fields whose name equals Name
 	// case-insensitively.
 	Index int
+	// Value is the new value; "" deletes the field.
 	Value string
 }
 

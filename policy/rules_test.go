@@ -64,7 +64,7 @@ func TestNoDomainsUsesInternal(t *testing.T) {
 		t.Fatalf("inbound mail was changed: %+v", d)
 	}
 	// Neither key: every sender is checked and every recipient external.
-	all := DefaultConfig()
+	all := &Config{Default: DefaultSettings()}
 	if d := Decide(all, Message{Sender: "x@anything.example", Header: hdr("To", "a@city.example.jp, b@city.example.jp")}); d.Action != Convert || d.ToExternal != 2 {
 		t.Fatalf("default config: %+v", d)
 	}
