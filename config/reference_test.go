@@ -24,7 +24,7 @@ func codeKeys() []string {
 	return keys
 }
 
-var headingKeys = regexp.MustCompile("(?m)^###\\s+(.+)$")
+var headingKeys = regexp.MustCompile(`(?m)^###\s+(.+)$`)
 
 // docKeys returns the keys documented as "### key" headings (several keys
 // may share one heading, separated by commas).

@@ -90,9 +90,9 @@ func sendBurst(t *testing.T, pf *postfixtest.Instance, n, workers int, deadline 
 // checkBurst reads what the sink received for a burst of n messages.
 func checkBurst(t *testing.T, sink *postfixtest.Sink, n int) outcome {
 	t.Helper()
-	ds := sink.WaitFor(t, n, 120*time.Second)
+	sink.WaitFor(t, n, 120*time.Second)
 	time.Sleep(time.Second) // let stragglers (duplicates) arrive
-	ds = sink.Deliveries()
+	ds := sink.Deliveries()
 	o := outcome{sent: n}
 	perRcpt := map[string]int{}
 	seen := map[string]bool{}
