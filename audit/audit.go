@@ -62,11 +62,16 @@ type Record struct {
 }
 
 // Log writes the record: conversions and temporary failures at info,
-// passes at debug.
+// passes at debug, and any message whose address fields could not be read
+// (or were over the size limits) at warn, whatever the action, so that an
+// admin sees on_parse_error at work.
 func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 	d := r.Decision
 	level := slog.LevelInfo
-	if d.Action == policy.Pass {
+	switch {
+	case d.Parse == policy.ParseUnreadable || d.Parse == policy.ParseTooLarge:
+		level = slog.LevelWarn
+	case d.Action == policy.Pass:
 		level = slog.LevelDebug
 	}
 	if !log.Enabled(ctx, level) {

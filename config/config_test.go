@@ -187,3 +187,24 @@ func TestEnvironmentProblemNamesTheVariable(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestNonLoopbackListenWarns(t *testing.T) {
+	for listen, warn := range map[string]bool{
+		"inet:127.0.0.1:10030":  false,
+		"inet:[::1]:10030":      false,
+		"inet:localhost:10030":  false,
+		"unix:/run/b.sock":      false,
+		"inet:0.0.0.0:10030":    true,
+		"inet:192.0.2.10:10030": true,
+	} {
+		t.Setenv("BCCGUARD_LISTEN", listen)
+		c, err := Load("testdata/city.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := len(c.Warnings) == 1 && strings.Contains(c.Warnings[0], "no authentication")
+		if got != warn {
+			t.Errorf("%s: warnings %q", listen, c.Warnings)
+		}
+	}
+}
