@@ -1,0 +1,45 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/bccguard/bccguard/policy"
+)
+
+func TestLevels(t *testing.T) {
+	for _, tc := range []struct {
+		d    policy.Decision
+		want string
+	}{
+		{policy.Decision{Action: policy.Convert}, "level=INFO"},
+		{policy.Decision{Action: policy.Tempfail}, "level=INFO"},
+		{policy.Decision{Action: policy.Pass}, "level=DEBUG"},
+		{policy.Decision{Action: policy.Pass, Parse: policy.ParseUnreadable}, "level=WARN"},
+		{policy.Decision{Action: policy.Convert, Parse: policy.ParseTooLarge}, "level=WARN"},
+		{policy.Decision{Action: policy.Pass, Parse: policy.ParseLenient}, "level=DEBUG"},
+	} {
+		var b bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		Log(context.Background(), log, Options{Mode: ModeDomain}, Record{QueueID: "Q", Decision: tc.d})
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("%v/%q: %s", tc.d.Action, tc.d.Parse, b.String())
+		}
+	}
+}
+
+func TestHashIsKeyedAndCaseInsensitive(t *testing.T) {
+	a := HashAddress([]byte("0123456789abcdef"), "Alice@Ext.example")
+	if a != HashAddress([]byte("0123456789abcdef"), "alice@ext.example") {
+		t.Error("case changes the hash")
+	}
+	if a == HashAddress([]byte("fedcba9876543210"), "alice@ext.example") {
+		t.Error("the key does not change the hash")
+	}
+	if strings.Contains(a, "alice") || !strings.HasPrefix(a, "hmac:") {
+		t.Errorf("hash %q", a)
+	}
+}
