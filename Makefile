@@ -44,3 +44,12 @@ deb:
 # Builds the package, installs, checks and purges it on this machine (root).
 deb-test:
 	.ci/deb-test
+
+# --- benchmark (docs/performance.md) ------------------------------------------
+# Builds bccguard, the C reference filter and the floor filter, drives them
+# with cmd/milterbench, measures memory and Postfix end to end, and prints
+# markdown tables and the targets (root, Debian; about 8 minutes on 2 CPUs).
+# BENCH_* environment variables adjust it; see deploy/bench/run.sh.
+.PHONY: bench
+bench:
+	@deploy/bench/run.sh
