@@ -139,12 +139,21 @@ func (o Options) hash(a string) string {
 	return "hmac:" + hex.EncodeToString(m.Sum(nil)[:16])
 }
 
+// maxListed bounds the To list in one record: a message to 500 partners
+// would otherwise write a line of many kilobytes, and the counts already
+// say how many there were.
+const maxListed = 20
+
 // addresses renders the To addresses: their domains (each once), their
-// hashes, or the addresses themselves.
+// hashes, or the addresses themselves; at most maxListed, then "+N more".
 func (o Options) addresses(as []policy.Address) []string {
-	out := make([]string, 0, len(as))
+	out := make([]string, 0, min(len(as), maxListed+1))
 	seen := map[string]bool{}
-	for _, a := range as {
+	for i, a := range as {
+		if len(out) == maxListed {
+			out = append(out, fmt.Sprintf("+%d more addresses", len(as)-i))
+			break
+		}
 		var s string
 		switch o.Mode {
 		case ModeFull:

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -41,5 +42,16 @@ func TestHashIsKeyedAndCaseInsensitive(t *testing.T) {
 	}
 	if strings.Contains(a, "alice") || !strings.HasPrefix(a, "hmac:") {
 		t.Errorf("hash %q", a)
+	}
+}
+
+func TestLongListsAreCut(t *testing.T) {
+	var as []policy.Address
+	for i := 0; i < 500; i++ {
+		as = append(as, policy.Address{Addr: fmt.Sprintf("u%d@d%d.example", i, i), Domain: fmt.Sprintf("d%d.example", i)})
+	}
+	got := Options{Mode: ModeDomain}.addresses(as)
+	if len(got) != maxListed+1 || got[maxListed] != "+480 more addresses" {
+		t.Fatalf("%d entries, last %q", len(got), got[len(got)-1])
 	}
 }

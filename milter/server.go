@@ -83,7 +83,8 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 // Serve accepts milter connections on ln until Shutdown or Close. It
 // returns nil after a Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.srv.Serve(netutil.LimitListener(ln, MaxSessions)); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
+	ln = bufferedListener{netutil.LimitListener(ln, MaxSessions)}
+	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
 		return fmt.Errorf("milter: serve: %w", err)
 	}
 	return nil
