@@ -182,7 +182,15 @@ func addrDomain(addr string) string {
 	if i < 0 {
 		return ""
 	}
-	raw := addr[i+1:]
+	return normalizedOrRaw(addr[i+1:])
+}
+
+// normalizedOrRaw is NormalizeDomain, or the lower-cased raw domain when
+// it does not normalize (such a domain is external anyway).
+func normalizedOrRaw(raw string) string {
+	if isASCIILower(raw) && raw != "" && raw[len(raw)-1] != '.' && raw[0] != ' ' {
+		return raw
+	}
 	if d, err := NormalizeDomain(raw); err == nil {
 		return d
 	}

@@ -98,9 +98,7 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	case p.s[p.i] == '<':
 		p.i++
 		start := p.i
-		for !p.eof() && isAtextByte(p.s[p.i], true) {
-			p.i++
-		}
+		p.i = atextEnd(p.s, p.i)
 		if p.eof() || p.s[p.i] != '@' {
 			return false
 		}
@@ -113,7 +111,7 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	if !ok {
 		return false
 	}
-	p.out = append(p.out, Address{Addr: addr, Domain: addrDomain(addr)})
+	p.out = append(p.out, Address{Addr: addr, Domain: normalizedOrRaw(addr[strings.LastIndexByte(addr, '@')+1:])})
 	return true
 }
 
@@ -156,11 +154,9 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 			p.i = end + 1
 			words++
 			last = span{-1, -1}
-		case isAtextByte(c, true):
+		case atext[c]:
 			start := p.i
-			for !p.eof() && isAtextByte(p.s[p.i], true) {
-				p.i++
-			}
+			p.i = atextEnd(p.s, p.i)
 			words++
 			last = span{start, p.i}
 		default:
@@ -193,20 +189,43 @@ func (p *scanner) addrSpecFrom(start int) (string, bool) {
 	local := p.s[start:p.i]
 	p.i++ // '@'
 	ds := p.i
-	for !p.eof() && isAtextByte(p.s[p.i], true) {
-		p.i++
-	}
+	p.i = atextEnd(p.s, p.i)
 	if !dotAtom(local) || !dotAtom(p.s[ds:p.i]) {
 		return "", false
 	}
 	return p.s[start:p.i], true
 }
 
+// atextEnd returns the end of the run of atext characters and dots that
+// starts at i.
+func atextEnd(s string, i int) int {
+	for i < len(s) && atext[s[i]] {
+		i++
+	}
+	return i
+}
+
 // dotAtom reports whether s is a non-empty dot-atom: no leading, trailing
 // or double dot.
 func dotAtom(s string) bool {
-	return s != "" && s[0] != '.' && s[len(s)-1] != '.' && !strings.Contains(s, "..")
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if s[i] == '.' && s[i-1] == '.' {
+			return false
+		}
+	}
+	return true
 }
+
+// atext holds isAtextByte(c, true) for every byte, for the hot loops.
+var atext = func() (t [256]bool) {
+	for c := range t {
+		t[c] = isAtextByte(byte(c), true)
+	}
+	return t
+}()
 
 // isAtextByte is net/mail's isAtext for one byte; bytes of multi-byte UTF-8
 // sequences are atext (the whole value was checked to be valid UTF-8).

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"hash/maphash"
 	"strings"
 
 	"github.com/emersion/go-message/mail"
@@ -74,8 +75,12 @@ func readVisible(cfg *Config, h []Field, withCc bool) *visible {
 		fs.fields = append(fs.fields, pa)
 		fs.values = append(fs.values, f.Value)
 		if fs.addrs == nil {
-			fs.addrs = make([]Address, 0, len(pa.Addrs))
+			// The first field's slice is compacted in place: distinct
+			// addresses are written at or before the index being read.
+			fs.addrs = pa.Addrs[:0]
 		}
+		fs.seen.hint += len(pa.Addrs)
+		combined.hint += len(pa.Addrs)
 		for _, a := range pa.Addrs {
 			k := a.key()
 			a.Internal = cfg.Internal.Contains(a.Domain)
@@ -108,16 +113,25 @@ func readVisible(cfg *Config, h []Field, withCc bool) *visible {
 type dedupe struct {
 	arr   [8]string
 	small []string
-	m     map[string]struct{}
+	// m holds 64-bit hashes of the keys once there are many: cheaper than
+	// strings, and a collision among a few thousand keys (probability
+	// about n²/2⁶⁵) would only under-count one address.
+	m map[uint64]struct{}
+	// hint is how many keys may come, to size the map once.
+	hint int
 }
+
+// dedupeSeed keys the hashes of dedupe for the life of the process.
+var dedupeSeed = maphash.MakeSeed()
 
 // add reports whether k was new.
 func (d *dedupe) add(k string) bool {
 	if d.m != nil {
-		if _, ok := d.m[k]; ok {
+		h := maphash.String(dedupeSeed, k)
+		if _, ok := d.m[h]; ok {
 			return false
 		}
-		d.m[k] = struct{}{}
+		d.m[h] = struct{}{}
 		return true
 	}
 	for _, s := range d.small {
@@ -132,11 +146,11 @@ func (d *dedupe) add(k string) bool {
 		d.small = append(d.small, k)
 		return true
 	}
-	d.m = make(map[string]struct{}, 4*len(d.arr))
+	d.m = make(map[uint64]struct{}, max(d.hint, 4*len(d.arr)))
 	for _, s := range d.small {
-		d.m[s] = struct{}{}
+		d.m[maphash.String(dedupeSeed, s)] = struct{}{}
 	}
-	d.m[k] = struct{}{}
+	d.m[maphash.String(dedupeSeed, k)] = struct{}{}
 	return true
 }
 
