@@ -39,7 +39,9 @@ type bufferedConn struct {
 
 func newBufferedConn(c net.Conn) *bufferedConn {
 	_, isTCP := c.(*net.TCPConn)
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 16<<10), w: bufio.NewWriterSize(c, 4<<10), quickAck: isTCP}
+	// Small buffers: a large packet (a long To) is read straight into
+	// go-milter's own buffer, and 500 idle sessions stay cheap.
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 4<<10), w: bufio.NewWriterSize(c, 2<<10), quickAck: isTCP}
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) {

@@ -83,7 +83,9 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 // Serve accepts milter connections on ln until Shutdown or Close. It
 // returns nil after a Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	ln = bufferedListener{netutil.LimitListener(ln, MaxSessions)}
+	// The buffering wraps the raw connection (it needs the *net.TCPConn
+	// for TCP_QUICKACK); the limit wraps the result.
+	ln = netutil.LimitListener(bufferedListener{ln}, MaxSessions)
 	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
 		return fmt.Errorf("milter: serve: %w", err)
 	}
