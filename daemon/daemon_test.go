@@ -101,12 +101,17 @@ func start(t *testing.T, body string) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	shutdownAtEnd(t, d)
+	return &testDaemon{Daemon: d, file: file, addr: addr, logs: logs}
+}
+
+// shutdownAtEnd stops d when the test ends.
+func shutdownAtEnd(t *testing.T, d *Daemon) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		d.Shutdown(ctx)
 	})
-	return &testDaemon{Daemon: d, file: file, addr: addr, logs: logs}
 }
 
 // startWith runs a daemon with c on listen, logging nowhere.
@@ -116,11 +121,7 @@ func startWith(t *testing.T, c *config.Config, listen string) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		d.Shutdown(ctx)
-	})
+	shutdownAtEnd(t, d)
 	return d
 }
 
