@@ -106,7 +106,9 @@ func (d *Daemon) Config() *config.Config { return d.config.Load() }
 // is valid; sessions in flight keep the snapshot they started with. On a
 // bad file every problem is logged and the old config keeps serving.
 func (d *Daemon) Reload() error {
+	start := time.Now()
 	c, err := config.Load(d.file)
+	d.metrics.ConfigLoadTook(time.Since(start))
 	if err != nil {
 		d.metrics.Reloaded(false)
 		var ce *config.Error

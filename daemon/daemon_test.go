@@ -182,7 +182,7 @@ func TestReload(t *testing.T) {
 		t.Fatal("defaults after an empty file do not convert")
 	}
 	m := d.scrape(t, "/metrics")
-	for _, want := range []string{`bccguard_config_reloads_total{result="failure"} 2`, `bccguard_config_reloads_total{result="success"} 2`} {
+	for _, want := range []string{`bccguard_config_reloads_total{result="failure"} 2`, `bccguard_config_reloads_total{result="success"} 2`, "bccguard_config_load_duration_seconds 0."} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -27,6 +27,7 @@ type Metrics struct {
 	panics       prometheus.Counter
 	reloads      *prometheus.CounterVec
 	configLoaded prometheus.Gauge
+	configLoad   prometheus.Gauge
 }
 
 // New creates the metrics, with build information for version.
@@ -66,6 +67,10 @@ func New(version string) *Metrics {
 			Name: "bccguard_config_loaded_timestamp_seconds",
 			Help: "When the config in use was loaded (Unix time).",
 		}),
+		configLoad: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bccguard_config_load_duration_seconds",
+			Help: "How long the last reload (valid or not) took to read and validate the config.",
+		}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "bccguard_build_info",
@@ -73,7 +78,7 @@ func New(version string) *Metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	m.registry.MustRegister(m.messages, m.moved, m.parseErrors, m.latency, m.sessions,
-		m.panics, m.reloads, m.configLoaded, build,
+		m.panics, m.reloads, m.configLoaded, m.configLoad, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make the labelled series visible at zero from the start, so that
 	// rate() and alerts work before the first event.
@@ -123,6 +128,9 @@ func (m *Metrics) Reloaded(ok bool) {
 	}
 	m.reloads.WithLabelValues("failure").Inc()
 }
+
+// ConfigLoadTook records how long reading and validating the config took.
+func (m *Metrics) ConfigLoadTook(d time.Duration) { m.configLoad.Set(d.Seconds()) }
 
 // ConfigLoaded records when the config in use was loaded.
 func (m *Metrics) ConfigLoaded(t time.Time) {
