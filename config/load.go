@@ -361,22 +361,13 @@ func mergeSettings(base policy.Settings, r rawPolicy, prefix string, bad func(st
 		s.StampHeader = strings.TrimSpace(*r.StampHeader)
 		if !validHeaderName(s.StampHeader) {
 			bad(prefix+".stamp_header", "%q is not a header field name (printable ASCII, no space or colon)", *r.StampHeader)
-		} else if reservedHeader(s.StampHeader) {
-			bad(prefix+".stamp_header", "%q is a field mail clients and Postfix read; use a name of your own such as X-BCCGuard", *r.StampHeader)
+		} else if s.StampHeader != "" && !strings.HasPrefix(strings.ToLower(s.StampHeader), "x-") {
+			// An added To, Bcc or Content-Type would change how the
+			// message is delivered or read: only private X- fields.
+			bad(prefix+".stamp_header", "%q is not an X- field; use a name of your own such as X-BCCGuard", *r.StampHeader)
 		}
 	}
 	return s
-}
-
-// reservedHeader reports fields the stamp must never be: an added To or Bcc
-// would be delivered to everyone.
-func reservedHeader(name string) bool {
-	switch strings.ToLower(name) {
-	case "to", "cc", "bcc", "from", "sender", "reply-to", "subject", "date", "message-id",
-		"resent-to", "resent-cc", "resent-bcc", "resent-from", "received", "return-path":
-		return true
-	}
-	return false
 }
 
 // source names where a key's value came from: the environment variable

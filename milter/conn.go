@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"sync"
+	"time"
 )
 
 // bufferedListener hands go-milter connections with buffered I/O.
@@ -46,7 +47,7 @@ func newBufferedConn(c net.Conn) *bufferedConn {
 
 func (c *bufferedConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
-	err := c.w.Flush()
+	err := c.flush(flushTimeout)
 	c.mu.Unlock()
 	if err != nil {
 		return 0, err
@@ -63,15 +64,35 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// flushTimeout bounds a flush of buffered replies, as go-milter bounds
+// its own writes: a peer that stops reading must not hold the session
+// (and Shutdown, which waits for it) forever.
+const flushTimeout = 10 * time.Second
+
+// flush writes what is buffered, within timeout; c.mu must be held.
+func (c *bufferedConn) flush(timeout time.Duration) error {
+	if c.w.Buffered() == 0 {
+		return nil
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	err := c.w.Flush()
+	c.Conn.SetWriteDeadline(time.Time{})
+	return err
+}
+
 func (c *bufferedConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.w.Write(p)
 }
 
+// Close flushes what it can without waiting: when another goroutine is
+// writing (Shutdown cutting a session), closing the socket is what ends
+// that write.
 func (c *bufferedConn) Close() error {
-	c.mu.Lock()
-	c.w.Flush()
-	c.mu.Unlock()
+	if c.mu.TryLock() {
+		c.flush(time.Second)
+		c.mu.Unlock()
+	}
 	return c.Conn.Close()
 }

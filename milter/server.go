@@ -38,10 +38,12 @@ const Protocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoRcpt
 // cannot exhaust the daemon's file descriptors.
 const MaxSessions = 2000
 
-// sessionIdleTimeout ends a session that sends nothing for this long. Postfix
-// sends nothing to the milter while its SMTP client is slow between
-// commands (smtpd_timeout is 300s per command), so it is generous.
-const sessionIdleTimeout = 30 * time.Minute
+// sessionIdleTimeout ends a session that sends nothing for this long, so
+// that dead connections do not pile up. Postfix sends nothing between MAIL
+// FROM and the header fields, which it passes only after the whole DATA
+// has arrived: a large message over a slow link can take an hour, so it is
+// generous.
+const sessionIdleTimeout = 3 * time.Hour
 
 // Server is a milter server that applies the current config snapshot.
 type Server struct {

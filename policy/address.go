@@ -40,7 +40,7 @@ func (a Address) key() string {
 		}
 	}
 	if len(local) >= 2 && local[0] == '"' && local[len(local)-1] == '"' {
-		local = strings.ReplaceAll(local[1:len(local)-1], `\`, "")
+		local = unquote(local[1 : len(local)-1])
 	}
 	return strings.ToLower(local) + "@" + a.Domain
 }
@@ -125,23 +125,33 @@ func embeddedAddresses(v string, parsed []Address) []Address {
 		// Without quotes or comments, every "@" belongs to a parsed address.
 		return nil
 	}
+	var seen dedupe
+	seen.hint = len(parsed)
+	for _, a := range parsed {
+		seen.add(a.key())
+	}
 	var extra []Address
 	for _, a := range scanAddresses(v, false) {
-		if !strings.Contains(a.Domain, ".") || containsKey(parsed, a.key()) || containsKey(extra, a.key()) {
-			continue
+		if strings.Contains(a.Domain, ".") && seen.add(a.key()) {
+			extra = append(extra, a)
 		}
-		extra = append(extra, a)
 	}
 	return extra
 }
 
-func containsKey(as []Address, k string) bool {
-	for _, a := range as {
-		if a.key() == k {
-			return true
-		}
+// unquote removes the backslash of each quoted pair: `a\\b` is `a\b`.
+func unquote(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
 	}
-	return false
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // unfold joins folded lines. The milter protocol passes header values with

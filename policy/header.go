@@ -93,7 +93,7 @@ func ReadHeader(r io.Reader) ([]Field, error) {
 		if trimmed == "" {
 			return fields, nil
 		}
-		if lineNo == 1 && strings.HasPrefix(trimmed, "From ") {
+		if lineNo == 1 && strings.HasPrefix(trimmed, "From ") && !isFromField(trimmed) {
 			// The envelope line of an mbox file, not a field.
 			continue
 		}
@@ -118,6 +118,13 @@ func ReadHeader(r io.Reader) ([]Field, error) {
 			return fields, nil
 		}
 	}
+}
+
+// isFromField tells "From : a@b" (a field in obsolete syntax) from the
+// envelope line "From a@b Thu Nov 26 ..." that starts an mbox file.
+func isFromField(line string) bool {
+	name, _, ok := strings.Cut(line, ":")
+	return ok && strings.TrimRight(name, " \t") == "From"
 }
 
 // FormatHeader writes fields as a header block with CRLF line ends and the

@@ -81,3 +81,25 @@ func TestHostileHeaders(t *testing.T) {
 		})
 	}
 }
+
+func TestQuotedPairsKeepAddressesApart(t *testing.T) {
+	a := Address{Addr: `"a\\b"@ext.example`, Domain: "ext.example"}
+	b := Address{Addr: `"ab"@ext.example`, Domain: "ext.example"}
+	if a.key() == b.key() {
+		t.Fatalf("%s and %s counted as one", a.Addr, b.Addr)
+	}
+	if got := (Address{Addr: `"a\"b"@x.example`, Domain: "x.example"}).key(); got != `a"b@x.example` {
+		t.Fatalf("key %q", got)
+	}
+}
+
+// TestEmbeddedAddressesLinear: a quoted display name makes the field go
+// through the embedded-address check; with thousands of addresses it must
+// stay linear (it was quadratic once).
+func TestEmbeddedAddressesLinear(t *testing.T) {
+	v := `"Z@Q.CC" <Z@Q.CC>, ` + strings.ToUpper(manyAddresses(9000))
+	pa := ParseAddressField(v)
+	if len(pa.Addrs) != 9001 {
+		t.Fatalf("%d addresses", len(pa.Addrs))
+	}
+}
