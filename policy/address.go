@@ -198,9 +198,6 @@ func addrDomain(addr string) string {
 // normalizedOrRaw is NormalizeDomain, or the lower-cased raw domain when
 // it does not normalize (such a domain is external anyway).
 func normalizedOrRaw(raw string) string {
-	if isASCIILower(raw) && raw != "" && raw[len(raw)-1] != '.' && raw[0] != ' ' {
-		return raw
-	}
 	if d, err := NormalizeDomain(raw); err == nil {
 		return d
 	}
@@ -250,7 +247,7 @@ func scanAddresses(s string, quoted bool) []Address {
 			floor = i
 		case c == '@':
 			start := i
-			for start > floor && isLocalChar(s[start-1]) {
+			for start > floor && atext[s[start-1]] {
 				start--
 			}
 			for start < i && s[start] == '.' {
@@ -301,25 +298,13 @@ func domainEnd(s string, from int) int {
 		}
 		return from
 	}
-	i := from
-	for i < len(s) && isDomainChar(s[i]) {
-		i++
-	}
+	// Any dot-atom, as net/mail accepts: a domain such as "a!b" is
+	// nonsense, but it must be counted if the strict parser counts it.
+	i := atextEnd(s, from)
 	for i > from && s[i-1] == '.' {
 		i--
 	}
 	return i
-}
-
-func isLocalChar(c byte) bool {
-	return isAlnum(c) || c >= 0x80 || strings.IndexByte("!#$%&'*+-/=?^_`{|}~.", c) >= 0
-}
-
-// isDomainChar accepts what a dot-atom allows, as net/mail does: a domain
-// such as "a!b" is nonsense, but it must be counted if the strict parser
-// counts it.
-func isDomainChar(c byte) bool {
-	return isLocalChar(c)
 }
 
 func isAlnum(c byte) bool {

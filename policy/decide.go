@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -130,9 +131,9 @@ func Decide(cfg *Config, msg Message) Decision {
 				return d
 			}
 		}
-		return onParseError(d, settings, what, countFields(msg.Header, settings.ConvertCc), msg.Header)
+		return onParseError(d, settings, what, readVisible(cfg, msg.Header, settings.ConvertCc, false), msg.Header)
 	}
-	v := readVisible(cfg, msg.Header, settings.ConvertCc)
+	v := readVisible(cfg, msg.Header, settings.ConvertCc, true)
 	d.ToTotal, d.ToExternal = v.to.total, v.to.external
 	d.To = v.to.addrs
 	d.CcTotal, d.CcExternal = v.cc.total, v.cc.external
@@ -144,25 +145,26 @@ func Decide(cfg *Config, msg Message) Decision {
 	total, external := v.to.total, v.to.external
 	list := "To"
 	if settings.ConvertCc {
-		total, external = v.combined.total, v.combined.external
+		total, external = v.combinedTotal, v.combinedExternal
 		list = "To and Cc"
 	}
 	counted := total
 	if settings.Count == CountExternal {
 		counted = external
 	}
+	// Concatenation rather than Sprintf: this is on every message's path.
+	seen := list + ": " + plural(total, "address", "addresses") + ", " + strconv.Itoa(external) + " external"
+	threshold, count := strconv.Itoa(settings.Threshold), " (count: "+string(settings.Count)+")"
 	switch {
 	case external == 0:
-		d.Reason = fmt.Sprintf("%s: %s, none external", list, plural(total, "address", "addresses"))
+		d.Reason = seen
 		return d
 	case counted < settings.Threshold:
-		d.Reason = fmt.Sprintf("%s: %s, %d external; below threshold %d (count: %s)",
-			list, plural(total, "address", "addresses"), external, settings.Threshold, settings.Count)
+		d.Reason = seen + "; below threshold " + threshold + count
 		return d
 	}
 	d.Action = Convert
-	d.Reason = fmt.Sprintf("%s: %s, %d external; threshold %d reached (count: %s)",
-		list, plural(total, "address", "addresses"), external, settings.Threshold, settings.Count)
+	d.Reason = seen + "; threshold " + threshold + " reached" + count
 	return v.convert(d, settings, msg.Header)
 }
 
@@ -188,7 +190,7 @@ func plural(n int, one, many string) string {
 	if n == 1 {
 		return "1 " + one
 	}
-	return fmt.Sprintf("%d %s", n, many)
+	return strconv.Itoa(n) + " " + many
 }
 
 // settingsFor selects the settings for a sender domain. It returns the rule

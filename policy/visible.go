@@ -18,9 +18,13 @@ type fieldSet struct {
 	seen            dedupe
 }
 
+// visible is what recipients see: the To and Cc fields, read.
 type visible struct {
-	to, cc, combined fieldSet
-	from             []Field
+	to, cc fieldSet
+	// combinedTotal and combinedExternal count To and Cc as one list
+	// (convert_cc); only set when Cc is read.
+	combinedTotal, combinedExternal int
+	from                            []Field
 }
 
 func (v *visible) problem() ParseProblem {
@@ -38,24 +42,11 @@ func (v *visible) problem() ParseProblem {
 	return p
 }
 
-// countFields records how many To and Cc fields there are, without reading
-// them, so that a conversion can replace every one.
-func countFields(h []Field, withCc bool) *visible {
-	v := &visible{}
-	for _, f := range h {
-		switch {
-		case strings.EqualFold(f.Name, "To"):
-			v.to.fields = append(v.to.fields, FieldAddresses{Mode: ParseFailed})
-		case withCc && strings.EqualFold(f.Name, "Cc"):
-			v.cc.fields = append(v.cc.fields, FieldAddresses{Mode: ParseFailed})
-		case strings.EqualFold(f.Name, "From"):
-			v.from = append(v.from, f)
-		}
-	}
-	return v
-}
-
-func readVisible(cfg *Config, h []Field, withCc bool) *visible {
+// readVisible reads the To fields (and Cc with withCc) and keeps From for
+// replacement: sender. With parse false it only lists the fields, unread
+// (ParseFailed), so that a conversion can still replace every one: that is
+// what happens to fields over the size limits.
+func readVisible(cfg *Config, h []Field, withCc, parse bool) *visible {
 	v := &visible{}
 	var combined dedupe
 	for _, f := range h {
@@ -69,6 +60,10 @@ func readVisible(cfg *Config, h []Field, withCc bool) *visible {
 			v.from = append(v.from, f)
 			continue
 		default:
+			continue
+		}
+		if !parse {
+			fs.fields = append(fs.fields, FieldAddresses{Mode: ParseFailed})
 			continue
 		}
 		pa := ParseAddressField(f.Value)
@@ -85,9 +80,9 @@ func readVisible(cfg *Config, h []Field, withCc bool) *visible {
 			k := a.key()
 			a.Internal = cfg.Internal.Contains(a.Domain)
 			if withCc && combined.add(k) {
-				v.combined.total++
+				v.combinedTotal++
 				if !a.Internal {
-					v.combined.external++
+					v.combinedExternal++
 				}
 			}
 			// To and Cc de-duplicate separately: the same address may be
@@ -101,9 +96,6 @@ func readVisible(cfg *Config, h []Field, withCc bool) *visible {
 				fs.external++
 			}
 		}
-	}
-	if !withCc {
-		v.combined = v.to
 	}
 	return v
 }
