@@ -5,10 +5,11 @@ import (
 	"testing"
 )
 
-// TestBufferedConnSeesTCP: TCP_QUICKACK is only set on a raw TCP
-// connection, so the buffering must wrap it directly (Server.Serve puts the
-// session limit outside); see docs/performance.md for what it is worth.
-func TestBufferedConnSeesTCP(t *testing.T) {
+// TestBufferedConnQuickAckOnTCP: a buffered connection accepted from a TCP
+// listener sets TCP_QUICKACK, and reads pass through the buffer. (That
+// wrapListener wraps the raw connection, not the limited one, is what the
+// 1-session "Postfix's TCP writes" benchmark shows: 23 msg/s otherwise.)
+func TestBufferedConnQuickAckOnTCP(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -85,13 +85,17 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 // Serve accepts milter connections on ln until Shutdown or Close. It
 // returns nil after a Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	// The buffering wraps the raw connection (it needs the *net.TCPConn
-	// for TCP_QUICKACK); the limit wraps the result.
-	ln = netutil.LimitListener(bufferedListener{ln}, MaxSessions)
-	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
+	if err := s.srv.Serve(wrapListener(ln)); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
 		return fmt.Errorf("milter: serve: %w", err)
 	}
 	return nil
+}
+
+// wrapListener adds buffered I/O and the session cap. The buffering wraps
+// the raw connection (it needs the *net.TCPConn for TCP_QUICKACK); the
+// limit wraps the result.
+func wrapListener(ln net.Listener) net.Listener {
+	return netutil.LimitListener(bufferedListener{ln}, MaxSessions)
 }
 
 // Shutdown stops accepting connections and waits for the sessions in
