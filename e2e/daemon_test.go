@@ -1,17 +1,17 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bccguard/bccguard/internal/syncbuf"
 )
 
 // bccguardBin is the daemon binary built once for the package by TestMain:
@@ -39,29 +39,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects the daemon's log output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // daemon is a running `bccguard serve`.
 type daemon struct {
 	cmd    *exec.Cmd
 	addr   string
-	log    *syncBuffer
+	log    *syncbuf.Buffer
 	exited chan error
 }
 
@@ -89,7 +71,7 @@ func writeConfig(t *testing.T, yaml string) string {
 // waits until it accepts connections.
 func startDaemon(t *testing.T, cfg, addr string) *daemon {
 	t.Helper()
-	d := &daemon{addr: addr, log: &syncBuffer{}, exited: make(chan error, 1)}
+	d := &daemon{addr: addr, log: &syncbuf.Buffer{}, exited: make(chan error, 1)}
 	d.cmd = exec.Command(bccguardBin, "serve", "--allow-root", "--config", cfg, "--listen", "inet:"+addr)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
