@@ -59,6 +59,10 @@ type Record struct {
 	Decision policy.Decision
 	// Duration is the time from end-of-message to the reply.
 	Duration time.Duration
+	// Notice says what became of the notice to the sender at decision
+	// time: "queued", "suppressed" (min_interval) or "failed" (queue
+	// full); "" when none was due. A "notice" record follows a queued one.
+	Notice string
 }
 
 // Log writes the record: conversions and temporary failures at info,
@@ -110,6 +114,9 @@ func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 	}
 	if d.Parse != policy.ParseOK {
 		attrs = append(attrs, slog.String("parse", string(d.Parse)))
+	}
+	if r.Notice != "" {
+		attrs = append(attrs, slog.String("notice", r.Notice))
 	}
 	attrs = append(attrs,
 		slog.String("reason", d.Reason),

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -18,7 +19,7 @@ func TestLoadDefaults(t *testing.T) {
 	if c.Listen != DefaultListen || c.SocketMode != 0o660 || c.LogFormat != "text" {
 		t.Fatalf("defaults: %+v", c)
 	}
-	if got := c.Policy.Default; got != policy.DefaultSettings() {
+	if got := c.Policy.Default; !reflect.DeepEqual(got, policy.DefaultSettings()) {
 		t.Fatalf("policy defaults = %+v, want %+v", got, policy.DefaultSettings())
 	}
 	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "every sender") {

@@ -46,6 +46,18 @@ func effective(raw *rawConfig, c *Config) map[string]any {
 		m["domains"] = doms
 	}
 	m["exempt_senders"] = orEmpty(raw.ExemptSenders)
+	if n := c.Notice; n != nil {
+		from := ""
+		if n.From.Address != "" {
+			from = n.From.String()
+		}
+		m["notice"] = map[string]any{
+			"from":            from,
+			"template":        raw.Notice.Template,
+			"list_recipients": n.ListRecipients,
+			"min_interval":    n.MinInterval.String(),
+		}
+	}
 	return m
 }
 
@@ -73,6 +85,8 @@ func settingsMap(s policy.Settings) map[string]any {
 		"on_parse_error": string(s.OnParseError),
 		"dry_run":        s.DryRun,
 		"stamp_header":   s.StampHeader,
+		"notify_sender":  s.NotifySender,
+		"notify_copy_to": orEmpty(s.NotifyCopyTo),
 	}
 }
 

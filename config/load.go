@@ -27,14 +27,16 @@ const EnvPrefix = "BCCGUARD"
 // rawPolicy holds the policy keys as written; nil means "not set here", so
 // that a domains entry inherits the value from the policy section.
 type rawPolicy struct {
-	Threshold    *int    `mapstructure:"threshold"`
-	Count        *string `mapstructure:"count"`
-	Move         *string `mapstructure:"move"`
-	ConvertCc    *bool   `mapstructure:"convert_cc"`
-	Replacement  *string `mapstructure:"replacement"`
-	OnParseError *string `mapstructure:"on_parse_error"`
-	DryRun       *bool   `mapstructure:"dry_run"`
-	StampHeader  *string `mapstructure:"stamp_header"`
+	Threshold    *int      `mapstructure:"threshold"`
+	Count        *string   `mapstructure:"count"`
+	Move         *string   `mapstructure:"move"`
+	ConvertCc    *bool     `mapstructure:"convert_cc"`
+	Replacement  *string   `mapstructure:"replacement"`
+	OnParseError *string   `mapstructure:"on_parse_error"`
+	DryRun       *bool     `mapstructure:"dry_run"`
+	StampHeader  *string   `mapstructure:"stamp_header"`
+	NotifySender *bool     `mapstructure:"notify_sender"`
+	NotifyCopyTo *[]string `mapstructure:"notify_copy_to"`
 }
 
 // rawDomain is one entry of the domains list. Domains are a list and never
@@ -48,6 +50,13 @@ type rawDomain struct {
 type rawAudit struct {
 	Recipients string `mapstructure:"recipients"`
 	HashKey    string `mapstructure:"hash_key"`
+}
+
+type rawNotice struct {
+	From           string        `mapstructure:"from"`
+	Template       string        `mapstructure:"template"`
+	ListRecipients bool          `mapstructure:"list_recipients"`
+	MinInterval    time.Duration `mapstructure:"min_interval"`
 }
 
 type rawConfig struct {
@@ -64,6 +73,7 @@ type rawConfig struct {
 	Policy          rawPolicy     `mapstructure:"policy"`
 	Domains         []rawDomain   `mapstructure:"domains"`
 	ExemptSenders   []string      `mapstructure:"exempt_senders"`
+	Notice          rawNotice     `mapstructure:"notice"`
 }
 
 // defaults returns the built-in values; every key is listed so that viper
@@ -72,26 +82,32 @@ type rawConfig struct {
 func defaults() map[string]any {
 	p := policy.DefaultSettings()
 	return map[string]any{
-		"listen":                DefaultListen,
-		"socket_mode":           "0660",
-		"socket_group":          "",
-		"shutdown_timeout":      "10s",
-		"log_level":             "info",
-		"log_format":            "text",
-		"log_output":            "stderr",
-		"audit.recipients":      "domain",
-		"audit.hash_key":        "",
-		"metrics_listen":        "",
-		"internal_domains":      []string{},
-		"exempt_senders":        []string{},
-		"policy.threshold":      p.Threshold,
-		"policy.count":          string(p.Count),
-		"policy.move":           string(p.Move),
-		"policy.convert_cc":     p.ConvertCc,
-		"policy.replacement":    p.Replacement.String(),
-		"policy.on_parse_error": string(p.OnParseError),
-		"policy.dry_run":        p.DryRun,
-		"policy.stamp_header":   p.StampHeader,
+		"listen":                 DefaultListen,
+		"socket_mode":            "0660",
+		"socket_group":           "",
+		"shutdown_timeout":       "10s",
+		"log_level":              "info",
+		"log_format":             "text",
+		"log_output":             "stderr",
+		"audit.recipients":       "domain",
+		"audit.hash_key":         "",
+		"metrics_listen":         "",
+		"internal_domains":       []string{},
+		"exempt_senders":         []string{},
+		"policy.threshold":       p.Threshold,
+		"policy.count":           string(p.Count),
+		"policy.move":            string(p.Move),
+		"policy.convert_cc":      p.ConvertCc,
+		"policy.replacement":     p.Replacement.String(),
+		"policy.on_parse_error":  string(p.OnParseError),
+		"policy.dry_run":         p.DryRun,
+		"policy.stamp_header":    p.StampHeader,
+		"policy.notify_sender":   p.NotifySender,
+		"policy.notify_copy_to":  []string{},
+		"notice.from":            "",
+		"notice.template":        "",
+		"notice.list_recipients": false,
+		"notice.min_interval":    "10m",
 	}
 }
 
@@ -303,6 +319,10 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 		pc.ExemptSenders[strings.ToLower(s)] = true
 	}
 	c.Policy = pc
+	c.Notice = buildNotice(file, raw.Notice, bad)
+	if rule := notifyingRule(pc); rule != "" && c.Notice.From.Address == "" {
+		bad("notice.from", "required: %s.notify_sender is true and notices need a From address", rule)
+	}
 
 	switch {
 	case hasDomains && len(pc.Domains) == 0 && len(problems) == 0:
@@ -356,6 +376,20 @@ func mergeSettings(base policy.Settings, r rawPolicy, prefix string, bad func(st
 	}
 	if r.DryRun != nil {
 		s.DryRun = *r.DryRun
+	}
+	if r.NotifySender != nil {
+		s.NotifySender = *r.NotifySender
+	}
+	if r.NotifyCopyTo != nil {
+		s.NotifyCopyTo = nil
+		for i, a := range *r.NotifyCopyTo {
+			a = strings.TrimSpace(a)
+			if !bareAddress(a) {
+				bad(fmt.Sprintf("%s.notify_copy_to[%d]", prefix, i), "%q is not an address (local@domain, without a name or angle brackets)", a)
+				continue
+			}
+			s.NotifyCopyTo = append(s.NotifyCopyTo, a)
+		}
 	}
 	if r.StampHeader != nil {
 		s.StampHeader = strings.TrimSpace(*r.StampHeader)

@@ -28,6 +28,7 @@ type Metrics struct {
 	reloads      *prometheus.CounterVec
 	configLoaded prometheus.Gauge
 	configLoad   prometheus.Gauge
+	notices      *prometheus.CounterVec
 }
 
 // New creates the metrics, with build information for version.
@@ -71,6 +72,10 @@ func New(version string) *Metrics {
 			Name: "bccguard_config_load_duration_seconds",
 			Help: "How long the last reload (valid or not) took to read and validate the config.",
 		}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bccguard_notices_total",
+			Help: "Notices to senders after a conversion, by result: sent (Postfix accepted it), suppressed (min_interval), failed (every attempt failed, queue full, or dropped at shutdown).",
+		}, []string{"result"}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "bccguard_build_info",
@@ -78,7 +83,7 @@ func New(version string) *Metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	m.registry.MustRegister(m.messages, m.moved, m.parseErrors, m.latency, m.sessions,
-		m.panics, m.reloads, m.configLoaded, m.configLoad, build,
+		m.panics, m.reloads, m.configLoaded, m.configLoad, m.notices, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make the labelled series visible at zero from the start, so that
 	// rate() and alerts work before the first event.
@@ -91,6 +96,9 @@ func New(version string) *Metrics {
 	}
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
+	for _, r := range []string{"sent", "suppressed", "failed"} {
+		m.notices.WithLabelValues(r)
+	}
 	return m
 }
 
@@ -109,6 +117,9 @@ func (m *Metrics) Decided(d policy.Decision, took time.Duration) {
 	}
 	m.latency.Observe(took.Seconds())
 }
+
+// Noticed counts a notice's result: sent, suppressed or failed.
+func (m *Metrics) Noticed(result string) { m.notices.WithLabelValues(result).Inc() }
 
 // SessionOpened and SessionClosed track sessions in flight.
 func (m *Metrics) SessionOpened() { m.sessions.Inc() }

@@ -124,6 +124,14 @@ type Settings struct {
 	DryRun bool
 	// StampHeader is added to converted mail with counts only; "" = none.
 	StampHeader string
+	// NotifySender asks for a notice to the envelope sender after a
+	// conversion (or a dry-run one). The policy only carries it in the
+	// decision: the notice package acts on it.
+	NotifySender bool
+	// NotifyCopyTo are addresses that receive a copy of every notice sent
+	// under this rule (a section's security manager). Shared between
+	// snapshots: never modified after the config is built.
+	NotifyCopyTo []string
 }
 
 // DefaultSettings are the built-in defaults, taken from the seed policy:
