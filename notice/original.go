@@ -137,7 +137,7 @@ func (e Event) data(s *Settings) Data {
 		ConvertCc: d.Settings.ConvertCc,
 		Rule:      d.Rule,
 		Contact:   s.From.Address,
-		CopyTo:    d.Settings.NotifyCopyTo,
+		CopyTo:    recipients(e.Sender, d.Settings.NotifyCopyTo)[1:],
 	}
 	if s.ListRecipients {
 		out.Recipients = hiddenTo(d)
