@@ -246,3 +246,24 @@ func TestParseArgs(t *testing.T) {
 		t.Errorf("malformed xtext: %q", got)
 	}
 }
+
+func TestUnixSocket(t *testing.T) {
+	sock := t.TempDir() + "/s"
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &testSession{ts: ts}, nil }))
+	srv.Domain = "test.invalid"
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	res := Send(context.Background(), Options{Address: "unix:" + sock, Timeout: 5 * time.Second},
+		[]Transaction{tx("a@example.org", "Subject: u\n\nx\n", Rcpt{Addr: "u@example.com"})})
+	if !res[0].HandedOver {
+		t.Fatalf("%+v", res[0])
+	}
+	if got := ts.received(); len(got) != 1 || got[0].rcpts[0] != "u@example.com" {
+		t.Errorf("server got %+v", got)
+	}
+}
