@@ -49,6 +49,8 @@ type Config struct {
 	// MetricsListen is the HOST:PORT of the metrics and health endpoints;
 	// "" turns them off.
 	MetricsListen string
+	// Reinject is where and how copies are handed back to Postfix.
+	Reinject Reinject
 	// Policy is the decision config shared by the daemon and `check`.
 	Policy *policy.Config
 	// Notice is the notice section: how senders are told about a
@@ -59,6 +61,15 @@ type Config struct {
 	Warnings []string
 
 	effective map[string]any
+}
+
+// Reinject says where bccguard hands messages back to Postfix: a smtpd
+// service on loopback that does not run bccguard.
+type Reinject struct {
+	// Address is "inet:HOST:PORT" or "unix:/path"; "" means none.
+	Address string
+	// Timeout bounds each SMTP command.
+	Timeout time.Duration
 }
 
 // Name returns the config file, or "built-in defaults".

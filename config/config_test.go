@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bccguard/bccguard/policy"
 )
@@ -207,5 +208,41 @@ func TestNonLoopbackListenWarns(t *testing.T) {
 		if got != warn {
 			t.Errorf("%s: warnings %q", listen, c.Warnings)
 		}
+	}
+}
+
+func TestReinjectSection(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(f, []byte("reinject:\n  address: inet:127.0.0.1:10026\n  timeout: 1m\n"), 0o600)
+	c, err := Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reinject != (Reinject{Address: "inet:127.0.0.1:10026", Timeout: time.Minute}) {
+		t.Errorf("reinject = %+v", c.Reinject)
+	}
+	if d, err := Load(""); err != nil || d.Reinject != (Reinject{Timeout: 30 * time.Second}) {
+		t.Errorf("default reinject = %+v (%v)", d.Reinject, err)
+	}
+
+	os.WriteFile(f, []byte("reinject:\n  address: 127.0.0.1:10026\n  timeout: 30\n  adress: x\n"), 0o600)
+	_, err = Load(f)
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v", err)
+	}
+	got := map[string]string{}
+	for _, p := range ce.Problems {
+		got[p.Key] = p.Msg
+	}
+	for _, k := range []string{"reinject.address", "reinject.timeout", "reinject.adress"} {
+		if got[k] == "" {
+			t.Errorf("no problem for %s in\n%v", k, err)
+		}
+	}
+
+	t.Setenv("BCCGUARD_REINJECT_ADDRESS", "unix:/run/reinject.sock")
+	if c, err := Load(""); err != nil || c.Reinject.Address != "unix:/run/reinject.sock" {
+		t.Errorf("from the environment: %+v (%v)", c, err)
 	}
 }

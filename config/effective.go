@@ -20,6 +20,10 @@ func effective(raw *rawConfig, c *Config) map[string]any {
 		"log_format":       c.LogFormat,
 		"log_output":       c.LogOutput,
 		"metrics_listen":   c.MetricsListen,
+		"reinject": map[string]any{
+			"address": c.Reinject.Address,
+			"timeout": c.Reinject.Timeout.String(),
+		},
 		"audit": map[string]any{
 			// The key is a secret: never printed.
 			"recipients": string(c.Audit.Mode),

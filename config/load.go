@@ -59,6 +59,11 @@ type rawNotice struct {
 	MinInterval    time.Duration `mapstructure:"min_interval"`
 }
 
+type rawReinject struct {
+	Address string        `mapstructure:"address"`
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
 type rawConfig struct {
 	Listen          string        `mapstructure:"listen"`
 	SocketMode      any           `mapstructure:"socket_mode"`
@@ -69,6 +74,7 @@ type rawConfig struct {
 	LogOutput       string        `mapstructure:"log_output"`
 	Audit           rawAudit      `mapstructure:"audit"`
 	MetricsListen   string        `mapstructure:"metrics_listen"`
+	Reinject        rawReinject   `mapstructure:"reinject"`
 	InternalDomains []string      `mapstructure:"internal_domains"`
 	Policy          rawPolicy     `mapstructure:"policy"`
 	Domains         []rawDomain   `mapstructure:"domains"`
@@ -92,6 +98,8 @@ func defaults() map[string]any {
 		"audit.recipients":       "domain",
 		"audit.hash_key":         "",
 		"metrics_listen":         "",
+		"reinject.address":       "",
+		"reinject.timeout":       "30s",
 		"internal_domains":       []string{},
 		"exempt_senders":         []string{},
 		"policy.threshold":       p.Threshold,
@@ -276,6 +284,16 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 		if _, _, err := splitHostPort(c.MetricsListen); err != nil {
 			bad("metrics_listen", "%q: %v (use HOST:PORT, or \"\" for off)", c.MetricsListen, err)
 		}
+	}
+
+	c.Reinject = Reinject{Address: strings.TrimSpace(raw.Reinject.Address), Timeout: raw.Reinject.Timeout}
+	if c.Reinject.Address != "" {
+		if _, _, err := ParseListen(c.Reinject.Address); err != nil {
+			bad("reinject.address", "%v (the Postfix smtpd service without bccguard, such as inet:127.0.0.1:10026; \"\" for none)", err)
+		}
+	}
+	if c.Reinject.Timeout < time.Second {
+		bad("reinject.timeout", "must be at least 1s, with a unit (30s, 1m), got %v", raw.Reinject.Timeout)
 	}
 
 	pc := &policy.Config{HasDomains: hasDomains, ExemptSenders: map[string]bool{}}
