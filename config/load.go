@@ -338,8 +338,14 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 	}
 	c.Policy = pc
 	c.Notice = buildNotice(file, raw.Notice, bad)
-	if rule := notifyingRule(pc); rule != "" && c.Notice.From.Address == "" {
-		bad("notice.from", "required: %s.notify_sender is true and notices need a From address", rule)
+	if rule := notifyingRule(pc); rule != "" {
+		c.Notice.Used = true
+		if c.Notice.From.Address == "" {
+			bad("notice.from", "required: %s.notify_sender is true and notices need a From address", rule)
+		}
+		if c.Reinject.Address == "" {
+			bad("reinject.address", "required: %s.notify_sender is true and notices are handed to Postfix's reinjection service (see docs/install.md)", rule)
+		}
 	}
 
 	switch {

@@ -44,6 +44,8 @@ func TestNoticeSettingsMergePerEntry(t *testing.T) {
 	}
 	c, err := Load(writeYAML(t, dir, `
 internal_domains: [city.example.jp, .city.example.jp]
+reinject:
+  address: inet:127.0.0.1:10026
 policy:
   notify_sender: true
   notify_copy_to: [security@city.example.jp]
@@ -157,6 +159,7 @@ func TestNoticeFromEnvironment(t *testing.T) {
 	t.Setenv("BCCGUARD_POLICY_NOTIFY_COPY_TO", "a@city.example.jp,b@city.example.jp")
 	t.Setenv("BCCGUARD_NOTICE_FROM", "postmaster@city.example.jp")
 	t.Setenv("BCCGUARD_NOTICE_MIN_INTERVAL", "0s")
+	t.Setenv("BCCGUARD_REINJECT_ADDRESS", "inet:127.0.0.1:10026")
 	c, err := Load("")
 	if err != nil {
 		t.Fatal(err)

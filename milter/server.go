@@ -17,6 +17,7 @@ import (
 
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/metrics"
+	"github.com/bccguard/bccguard/notice"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -54,6 +55,8 @@ type Server struct {
 	// decide is policy.Decide; tests replace it before serving to reach
 	// the panic path.
 	decide func(*policy.Config, policy.Message) policy.Decision
+	// notifier sends notices to senders; nil sends none (notify.go).
+	notifier *notice.Notifier
 }
 
 // NewServer returns a server reading the config from c at the start of

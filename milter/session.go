@@ -12,6 +12,7 @@ import (
 
 	"github.com/bccguard/bccguard/audit"
 	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/notice"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -29,6 +30,8 @@ type session struct {
 	// broken is set when a handler failed before end-of-message, so that
 	// the message is refused rather than passed half-read.
 	broken error
+	// original holds the fields a notice to the sender names (notify.go).
+	original notice.Original
 }
 
 func newSession(s *Server) *session {
@@ -41,6 +44,7 @@ func (s *session) reset() {
 	s.sender = ""
 	s.header.Reset()
 	s.broken = nil
+	s.original.Reset()
 }
 
 // NewConnection takes the config snapshot for the session.
@@ -86,6 +90,7 @@ func (s *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Res
 		}
 	}()
 	s.header.Add(name, value)
+	s.noteHeader(name, value)
 	return nil, nil
 }
 
@@ -130,7 +135,8 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 	}
 	took := time.Since(start)
 	s.server.metrics.Decided(d, took)
-	audit.Log(ctx, s.server.log, s.cfg.Audit, audit.Record{QueueID: queueID, Sender: s.sender, Decision: d, Duration: took})
+	noticed := s.notify(queueID, d)
+	audit.Log(ctx, s.server.log, s.cfg.Audit, audit.Record{QueueID: queueID, Sender: s.sender, Decision: d, Duration: took, Notice: noticed})
 	if d.Action == policy.Tempfail {
 		return tempfail(d.Reason)
 	}

@@ -25,6 +25,9 @@ type Settings struct {
 	// MinInterval is the least time between two notices to one sender; 0
 	// sends one every time.
 	MinInterval time.Duration
+	// Used is true when some rule in use has notify_sender: only then does
+	// the milter keep the fields a notice names.
+	Used bool
 }
 
 // Message is a composed notice and its envelope.

@@ -38,7 +38,8 @@ func (o *Original) Add(name, value string) {
 	}
 	if *dst == "" {
 		if len(value) > maxFieldBytes {
-			value = value[:maxFieldBytes]
+			// A copy, so that the whole value is not kept alive.
+			value = strings.Clone(value[:maxFieldBytes])
 		}
 		*dst = value
 	}
@@ -109,6 +110,22 @@ type Event struct {
 	Decision policy.Decision
 	// Delivery is "hide" or "split".
 	Delivery string
+}
+
+// detached returns the event holding only what a notice needs, copied:
+// a queued notice must not keep a message's whole address fields alive.
+func (e Event) detached(listRecipients bool) Event {
+	d := e.Decision
+	d.Edits = nil
+	to := d.To
+	d.To = nil
+	if listRecipients {
+		for _, a := range to {
+			d.To = append(d.To, policy.Address{Addr: strings.Clone(a.Addr), Internal: a.Internal})
+		}
+	}
+	e.Decision = d
+	return e
 }
 
 // Wanted reports whether the decision calls for a notice: a conversion

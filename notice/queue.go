@@ -116,6 +116,7 @@ func (n *Notifier) Notify(r Request) Result {
 		n.count(Suppressed)
 		return Suppressed
 	}
+	r.Event = r.Event.detached(r.Settings.ListRecipients)
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	why := "the notice queue is full"
