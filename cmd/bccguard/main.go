@@ -5,6 +5,7 @@
 //	bccguard serve [--config FILE] [--listen ADDR]
 //	bccguard check [--config FILE] [--from ADDR] [--rcpt ADDR]... [--json] [FILE.eml | -]
 //	bccguard config check [--config FILE]
+//	bccguard notice preview [--config FILE] [--from ADDR] [MESSAGE.eml | -]
 //	bccguard version
 package main
 
@@ -57,7 +58,7 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServeCmd(), newCheckCmd(), newConfigCmd(), newAuditHashCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newCheckCmd(), newConfigCmd(), newNoticeCmd(), newAuditHashCmd(), newVersionCmd())
 	return root
 }
 
