@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"log/slog"
+	"strings"
 )
 
 // NoticeRecord is what became of one notice to a sender (see package
@@ -40,7 +41,36 @@ func LogNotice(ctx context.Context, log *slog.Logger, o Options, r NoticeRecord)
 	}
 	attrs = append(attrs, slog.Int("copies", r.Copies), slog.Int("attempts", r.Attempts))
 	if r.Err != nil {
-		attrs = append(attrs, slog.String("error", r.Err.Error()))
+		msg := r.Err.Error()
+		if o.Mode != ModeFull {
+			// A refused RCPT names the address in the error.
+			msg = redactAddresses(msg)
+		}
+		attrs = append(attrs, slog.String("error", msg))
 	}
 	log.LogAttrs(ctx, level, "notice", attrs...)
+}
+
+// redactAddresses replaces every <...@...> in s with <redacted>.
+func redactAddresses(s string) string {
+	var b strings.Builder
+	for {
+		open := strings.IndexByte(s, '<')
+		if open < 0 {
+			break
+		}
+		end := strings.IndexByte(s[open:], '>')
+		if end < 0 {
+			break
+		}
+		b.WriteString(s[:open])
+		if inner := s[open+1 : open+end]; strings.Contains(inner, "@") {
+			b.WriteString("<redacted>")
+		} else {
+			b.WriteString(s[open : open+end+1])
+		}
+		s = s[open+end+1:]
+	}
+	b.WriteString(s)
+	return b.String()
 }
