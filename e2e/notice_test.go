@@ -61,6 +61,7 @@ domains:
   - domain: trial.city.example.jp
     dry_run: true
     notify_copy_to: []
+exempt_senders: [system@city.example.jp]
 notice:
   from: 情報政策課 <postmaster@city.example.jp>
   min_interval: 1h
@@ -191,21 +192,27 @@ func TestNoticesThroughPostfix(t *testing.T) {
 		{"staff2@city.example.jp", "資料送付", twoOut},
 		{"staff2@city.example.jp", "内部連絡", "x@city.example.jp, y@kikaku.city.example.jp"},
 		{"staff3@trial.city.example.jp", "試行", twoOut},
+		{"system@city.example.jp", "一斉送信", twoOut}, // exempt: passes, no notice
+		{"", "不達通知", twoOut},                       // a bounce: passes, no notice
 	}
 	for _, s := range sends {
 		rcpts := []string{"a@ext.example", "b@other.example"}
 		if !strings.Contains(s.to, "ext.example") {
 			rcpts = []string{"x@city.example.jp", "y@kikaku.city.example.jp"}
 		}
-		if err := pf.Send(s.from, rcpts, staffMessage(s.from, s.subject, s.to)); err != nil {
+		from := s.from
+		if from == "" {
+			from = "mailer-daemon@city.example.jp"
+		}
+		if err := pf.Send(s.from, rcpts, staffMessage(from, s.subject, s.to)); err != nil {
 			t.Fatalf("send %s: %v\n%s", s.subject, err, d.log)
 		}
 	}
-	// Five originals and three notices; then nothing more.
-	got := sink.WaitFor(t, 8, 60*time.Second)
+	// Seven originals and three notices; then nothing more.
+	got := sink.WaitFor(t, 10, 60*time.Second)
 	time.Sleep(3 * time.Second)
-	if got = sink.Deliveries(); len(got) != 8 {
-		t.Fatalf("%d deliveries, want 8 (5 originals, 3 notices)%s", len(got), d.log)
+	if got = sink.Deliveries(); len(got) != 10 {
+		t.Fatalf("%d deliveries, want 10 (7 originals, 3 notices)%s", len(got), d.log)
 	}
 	originals := map[string]postfixtest.Delivery{}
 	var notices []postfixtest.Delivery
@@ -220,7 +227,7 @@ func TestNoticesThroughPostfix(t *testing.T) {
 		}
 		originals[s] = dl
 	}
-	if len(notices) != 3 || len(originals) != 5 {
+	if len(notices) != 3 || len(originals) != 7 {
 		t.Fatalf("%d notices, %d originals", len(notices), len(originals))
 	}
 	byTo := map[string]postfixtest.Delivery{}
@@ -241,6 +248,7 @@ func TestNoticesThroughPostfix(t *testing.T) {
 	for subject, wantTo := range map[string]string{
 		"会議のご案内": "undisclosed-recipients:;", "会議のご案内（再送）": "undisclosed-recipients:;", "資料送付": "undisclosed-recipients:;",
 		"内部連絡": "x@city.example.jp, y@kikaku.city.example.jp", "試行": twoOut,
+		"一斉送信": twoOut, "不達通知": twoOut,
 	} {
 		if got := normalizeValue(field(header(t, originals[subject].Data), "To")); got != wantTo {
 			t.Errorf("%s: To %q, want %q", subject, got, wantTo)
