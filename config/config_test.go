@@ -46,7 +46,13 @@ func TestLoadCity(t *testing.T) {
 	if !p.ExemptSenders["mailer@city.example.jp"] || len(c.Warnings) != 0 {
 		t.Fatalf("exempt=%v warnings=%q", p.ExemptSenders, c.Warnings)
 	}
-	// The effective config must load again to the same thing.
+	checkEffectiveLoads(t, c)
+}
+
+// checkEffectiveLoads: the effective config must load again to the same
+// thing.
+func checkEffectiveLoads(t *testing.T, c *Config) {
+	t.Helper()
 	f := filepath.Join(t.TempDir(), "effective.yaml")
 	if err := os.WriteFile(f, []byte(c.YAML()), 0o600); err != nil {
 		t.Fatal(err)

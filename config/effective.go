@@ -57,7 +57,7 @@ func effective(raw *rawConfig, c *Config) map[string]any {
 		}
 		m["notice"] = map[string]any{
 			"from":            from,
-			"template":        raw.Notice.Template,
+			"template":        n.Template.File, // resolved against the config file
 			"list_recipients": n.ListRecipients,
 			"min_interval":    n.MinInterval.String(),
 		}

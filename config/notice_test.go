@@ -82,18 +82,7 @@ notice:
 	if n.Template.File != tmpl {
 		t.Errorf("template read from %q, want %q (relative to the config file)", n.Template.File, tmpl)
 	}
-	// The effective config loads again to the same thing.
-	f := filepath.Join(dir, "effective.yaml")
-	if err := os.WriteFile(f, []byte(c.YAML()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c2, err := Load(f)
-	if err != nil {
-		t.Fatalf("effective config does not load: %v\n%s", err, c.YAML())
-	}
-	if c2.YAML() != c.YAML() {
-		t.Fatalf("effective config changed on reload:\n%s\n---\n%s", c.YAML(), c2.YAML())
-	}
+	checkEffectiveLoads(t, c)
 }
 
 func TestNoticeDefaults(t *testing.T) {
