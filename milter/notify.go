@@ -28,7 +28,7 @@ func (s *session) noteHeader(name, value string) {
 // never changes the reply to Postfix: the original goes on whatever
 // becomes of the notice.
 func (s *session) notify(queueID string, d policy.Decision) string {
-	if s.server.notifier == nil || !notice.Wanted(d, s.sender) {
+	if s.server.notifier == nil || s.cfg.Notice == nil || !notice.Wanted(d, s.sender) {
 		return ""
 	}
 	return string(s.server.notifier.Notify(notice.Request{

@@ -1,0 +1,64 @@
+package milter
+
+import (
+	"bytes"
+	"context"
+	"net/mail"
+	"testing"
+	"time"
+
+	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/internal/miltertest"
+	"github.com/bccguard/bccguard/internal/postfixtest"
+	"github.com/bccguard/bccguard/notice"
+	"github.com/bccguard/bccguard/policy"
+)
+
+// TestNoticePerMessage: in one milter session, each converted message
+// queues its own notice naming its own fields (nothing carried over from
+// the message before), handed over by SMTP with the null sender; a pass
+// queues none, and the reply to Postfix is the same as without notices.
+func TestNoticePerMessage(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	n := notice.New(notice.Options{})
+	cfg := cityPolicy(t, func(s *policy.Settings) { s.NotifySender = true })
+	addr, p, _ := startServerWith(t, cfg, func(s *Server) { s.SetNotifier(n) })
+	c := snapshot(cfg)
+	c.Notice = &notice.Settings{From: mail.Address{Address: "postmaster@city.example.jp"}, Template: notice.Builtin(), Used: true}
+	c.Reinject = config.Reinject{Address: "inet:" + sink.Addr(), Timeout: 5 * time.Second}
+	p.Store(c)
+
+	s := miltertest.Dial(t, "tcp", addr)
+	two := [2]string{"To", "a@ext.example, b@other.example"}
+	mods, _ := s.Send(t, miltertest.Message{Sender: "staff1@city.example.jp", QueueID: "Q1",
+		Header: [][2]string{two, {"Subject", "first"}, {"Message-ID", "<m1@mua.example>"}}})
+	if to, _ := miltertest.ToValue(mods); to != "undisclosed-recipients:;" {
+		t.Fatalf("first message not converted: %v", mods)
+	}
+	s.Send(t, miltertest.Message{Sender: "staff2@city.example.jp", QueueID: "Q2", Header: [][2]string{two, {"Subject", "second"}}})
+	s.Send(t, miltertest.Message{Sender: "staff3@city.example.jp", QueueID: "Q3", Header: [][2]string{{"To", "a@ext.example"}, {"Subject", "third"}}})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.Deliveries()
+	if len(got) != 2 {
+		t.Fatalf("%d notices, want 2", len(got))
+	}
+	for i, want := range []struct{ to, inReplyTo, queueID string }{
+		{"<staff1@city.example.jp>", "<m1@mua.example>", "Q1"},
+		{"<staff2@city.example.jp>", "", "Q2"},
+	} {
+		d := got[i]
+		m, err := mail.ReadMessage(bytes.NewReader(d.Data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.From != "" || m.Header.Get("To") != want.to || m.Header.Get("In-Reply-To") != want.inReplyTo ||
+			!bytes.Contains(d.Data, []byte("受付番号: "+want.queueID+"\r\n")) {
+			t.Errorf("notice %d: from <%s>\n%s", i, d.From, d.Data)
+		}
+	}
+}
