@@ -101,7 +101,7 @@ func TestComposeHeaders(t *testing.T) {
 		wantSubject := "【bccguard】宛先を非表示にして送信しました: 会議のご案内"
 		if dry {
 			kind = "dry-run"
-			wantSubject = "【bccguard 試行】宛先が非表示になる送信でした: 会議のご案内"
+			wantSubject = "【bccguard 試行】宛先を非表示にする対象のメールでした: 会議のご案内"
 		}
 		for name, want := range map[string]string{
 			"In-Reply-To":       "<orig.123@mua.city.example.jp>",
