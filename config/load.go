@@ -27,14 +27,16 @@ const EnvPrefix = "BCCGUARD"
 // rawPolicy holds the policy keys as written; nil means "not set here", so
 // that a domains entry inherits the value from the policy section.
 type rawPolicy struct {
-	Threshold    *int      `mapstructure:"threshold"`
-	Count        *string   `mapstructure:"count"`
-	Move         *string   `mapstructure:"move"`
-	ConvertCc    *bool     `mapstructure:"convert_cc"`
-	Replacement  *string   `mapstructure:"replacement"`
-	OnParseError *string   `mapstructure:"on_parse_error"`
-	DryRun       *bool     `mapstructure:"dry_run"`
-	StampHeader  *string   `mapstructure:"stamp_header"`
+	Threshold    *int    `mapstructure:"threshold"`
+	Count        *string `mapstructure:"count"`
+	Move         *string `mapstructure:"move"`
+	ConvertCc    *bool   `mapstructure:"convert_cc"`
+	Replacement  *string `mapstructure:"replacement"`
+	OnParseError *string `mapstructure:"on_parse_error"`
+	DryRun       *bool   `mapstructure:"dry_run"`
+	StampHeader  *string `mapstructure:"stamp_header"`
+
+	// Notices to senders (package notice).
 	NotifySender *bool     `mapstructure:"notify_sender"`
 	NotifyCopyTo *[]string `mapstructure:"notify_copy_to"`
 }
@@ -88,28 +90,30 @@ type rawConfig struct {
 func defaults() map[string]any {
 	p := policy.DefaultSettings()
 	return map[string]any{
-		"listen":                 DefaultListen,
-		"socket_mode":            "0660",
-		"socket_group":           "",
-		"shutdown_timeout":       "10s",
-		"log_level":              "info",
-		"log_format":             "text",
-		"log_output":             "stderr",
-		"audit.recipients":       "domain",
-		"audit.hash_key":         "",
-		"metrics_listen":         "",
-		"reinject.address":       "",
-		"reinject.timeout":       "30s",
-		"internal_domains":       []string{},
-		"exempt_senders":         []string{},
-		"policy.threshold":       p.Threshold,
-		"policy.count":           string(p.Count),
-		"policy.move":            string(p.Move),
-		"policy.convert_cc":      p.ConvertCc,
-		"policy.replacement":     p.Replacement.String(),
-		"policy.on_parse_error":  string(p.OnParseError),
-		"policy.dry_run":         p.DryRun,
-		"policy.stamp_header":    p.StampHeader,
+		"listen":                DefaultListen,
+		"socket_mode":           "0660",
+		"socket_group":          "",
+		"shutdown_timeout":      "10s",
+		"log_level":             "info",
+		"log_format":            "text",
+		"log_output":            "stderr",
+		"audit.recipients":      "domain",
+		"audit.hash_key":        "",
+		"metrics_listen":        "",
+		"reinject.address":      "",
+		"reinject.timeout":      "30s",
+		"internal_domains":      []string{},
+		"exempt_senders":        []string{},
+		"policy.threshold":      p.Threshold,
+		"policy.count":          string(p.Count),
+		"policy.move":           string(p.Move),
+		"policy.convert_cc":     p.ConvertCc,
+		"policy.replacement":    p.Replacement.String(),
+		"policy.on_parse_error": string(p.OnParseError),
+		"policy.dry_run":        p.DryRun,
+		"policy.stamp_header":   p.StampHeader,
+
+		// Notices to senders (package notice).
 		"policy.notify_sender":   p.NotifySender,
 		"policy.notify_copy_to":  []string{},
 		"notice.from":            "",
