@@ -246,3 +246,16 @@ func TestWanted(t *testing.T) {
 		}
 	}
 }
+
+func TestComposeNoCount(t *testing.T) {
+	e := event(false)
+	e.Decision.Moved = 0 // an unreadable To hidden under on_parse_error: hide
+	m, err := Compose(settings(), e, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, body := readNotice(t, m.Data)
+	if strings.Contains(body, " 0 ") || !strings.Contains(body, "宛先を非表示にして送信しました") || !strings.Contains(body, "bccguard hid\r\nthem.") {
+		t.Errorf("zero count shown:\n%s", body)
+	}
+}
