@@ -183,6 +183,6 @@ func must(mods []gomilter.ModifyAction, _ *gomilter.Action) []gomilter.ModifyAct
 func scrape(t *testing.T, srv *Server) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	srv.metrics.Handler(func() bool { return true }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	srv.metrics.Handler(func() error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	return rec.Body.String()
 }

@@ -18,6 +18,8 @@ type options struct {
 	protocol                    OptProtocol
 	dialer                      Dialer
 	readTimeout, writeTimeout   time.Duration
+	idleTimeout                 time.Duration
+	maxPacketSize               uint32
 	offeredMaxData, usedMaxData DataSize
 	macrosByStage               macroRequests
 	newMilter                   NewMilterFunc
@@ -192,5 +194,24 @@ func WithDynamicMilter(newMilter NewMilterFunc) Option {
 func WithNegotiationCallback(negotiationCallback NegotiationCallbackFunc) Option {
 	return func(h *options) {
 		h.negotiationCallback = negotiationCallback
+	}
+}
+
+// WithIdleTimeout sets the read timeout of a [Server] session outside a
+// message: after negotiation, and after end-of-message or abort until the
+// next MAIL FROM. [WithReadTimeout] applies inside a message. 0 (the
+// default) means the read timeout applies throughout.
+func WithIdleTimeout(timeout time.Duration) Option {
+	return func(h *options) {
+		h.idleTimeout = timeout
+	}
+}
+
+// WithMaxPacketSize sets the largest packet a [Server] reads; a longer
+// packet ends the session. The default is 512 MiB. Packets are read as
+// they arrive, so a claimed length costs no memory before its bytes come.
+func WithMaxPacketSize(size uint32) Option {
+	return func(h *options) {
+		h.maxPacketSize = size
 	}
 }

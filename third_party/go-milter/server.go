@@ -1,8 +1,11 @@
 package milter
 
 import (
+	"runtime/debug"
+
 	"context"
 	"errors"
+	"github.com/d--j/go-milter/internal/wire"
 	"math/rand"
 	"net"
 	"sync"
@@ -269,11 +272,12 @@ type Server struct {
 // This function will panic when you provide invalid options.
 func NewServer(opts ...Option) *Server {
 	options := options{
-		maxVersion:   MaxServerProtocolVersion,
-		actions:      0,
-		protocol:     0,
-		readTimeout:  0,
-		writeTimeout: 10 * time.Second,
+		maxVersion:    MaxServerProtocolVersion,
+		actions:       0,
+		protocol:      0,
+		readTimeout:   0,
+		writeTimeout:  10 * time.Second,
+		maxPacketSize: 512 * 1024 * 1024,
 	}
 	if len(opts) > 0 {
 		for _, o := range opts {
@@ -341,11 +345,32 @@ func (s *Server) Serve(ln net.Listener) error {
 				_ = conn.Close()
 				return
 			}
+			defer s.trackSession(&session, false)
+			defer session.recoverPanic()
 			session.init(s, conn, s.options.maxVersion, s.options.actions, s.options.protocol)
 			session.HandleMilterCommands()
-			s.trackSession(&session, false)
 		}(conn)
 	}
+}
+
+// recoverPanic ends a session that panicked (a bug in a Milter backend or
+// in this library), so that one connection cannot take the whole process
+// down. It answers SMFIR_TEMPFAIL where it can, so that the MTA refuses
+// the message in flight with a temporary error whatever its default
+// action, and closes the connection.
+func (m *serverSession) recoverPanic() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	m.warn("panic in milter session: %v\n%s", r, debug.Stack())
+	m.mu.Lock()
+	conn := m.conn
+	m.mu.Unlock()
+	if conn != nil {
+		_ = wire.WritePacket(conn, RespTempFail.Response(), time.Second)
+	}
+	m.closeConn()
 }
 
 // MilterCount returns the number of milter backends that this server created in total.

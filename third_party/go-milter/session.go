@@ -26,8 +26,10 @@ type serverSession struct {
 	conn        net.Conn
 	macros      *macrosStages
 	backendId   uint64
-	mu          sync.Mutex
-	modifier    *modifier
+	// peer names the MTA end of conn in warnings.
+	peer     string
+	mu       sync.Mutex
+	modifier *modifier
 }
 
 // init sets up the internal state of the session
@@ -38,6 +40,16 @@ func (m *serverSession) init(server *Server, conn net.Conn, version uint32, acti
 	m.actions = actions
 	m.protocol = protocol
 	m.macros = newMacroStages()
+	if addr := conn.RemoteAddr(); addr != nil && addr.String() != "" {
+		m.peer = addr.Network() + ":" + addr.String()
+	} else if conn.LocalAddr() != nil {
+		m.peer = "unix:" + conn.LocalAddr().String()
+	}
+}
+
+// warn logs a warning about this session, naming its peer.
+func (m *serverSession) warn(format string, v ...interface{}) {
+	LogWarning("%s: "+format, append([]interface{}{m.peer}, v...)...)
 }
 
 // readPacket reads incoming milter packet
@@ -48,7 +60,7 @@ func (m *serverSession) readPacket(timeout time.Duration) (*wire.Message, error)
 	if conn == nil {
 		return nil, errCloseSession
 	}
-	return wire.ReadPacket(conn, timeout)
+	return wire.ReadPacketMax(conn, timeout, m.server.options.maxPacketSize)
 }
 
 // writePacket sends a milter response packet to socket stream
@@ -158,8 +170,11 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 			return nil, fmt.Errorf("milter: conn: unexpected data size: %d", len(msg.Data))
 		}
 		m.macros.DelStageAndAbove(StageHelo)
-		hostname := wire.ReadCString(msg.Data)
-		msg.Data = msg.Data[len(hostname)+1:]
+		hostname, rest, ok := wire.CutCString(msg.Data)
+		if !ok || len(rest) == 0 {
+			return nil, fmt.Errorf("milter: conn: host name not terminated or no protocol family")
+		}
+		msg.Data = rest
 		// get protocol family
 		protocolFamily := msg.Data[0]
 		msg.Data = msg.Data[1:]
@@ -224,8 +239,10 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 			return nil, fmt.Errorf("milter: mail: unexpected data size: %d", len(msg.Data))
 		}
 		m.macros.DelStageAndAbove(StageRcpt)
-		from := wire.ReadCString(msg.Data)
-		data := msg.Data[len(from)+1:]
+		from, data, ok := wire.CutCString(msg.Data)
+		if !ok {
+			return nil, fmt.Errorf("milter: mail: sender not terminated")
+		}
 
 		// the rest of the data are ESMTP arguments, separated by a zero byte.
 		esmtpArgs := strings.Join(wire.DecodeCStrings(data), " ")
@@ -237,8 +254,10 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 			return nil, fmt.Errorf("milter: rcpt: unexpected data size: %d", len(msg.Data))
 		}
 		m.macros.DelStageAndAbove(StageData)
-		to := wire.ReadCString(msg.Data)
-		rest := msg.Data[len(to)+1:]
+		to, rest, ok := wire.CutCString(msg.Data)
+		if !ok {
+			return nil, fmt.Errorf("milter: rcpt: recipient not terminated")
+		}
 
 		// the rest of the data are ESMTP arguments, separated by a zero byte.
 		esmtpArgs := strings.Join(wire.DecodeCStrings(rest), " ")
@@ -309,7 +328,7 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 		case wire.CodeUnknown, wire.CodeHeader, wire.CodeAbort, wire.CodeBody:
 			stage = StageEndMarker // this stage gets cleared after the command
 		default:
-			LogWarning("MTA sent macro for %c. we cannot handle this so we ignore it", msg.MacroCode())
+			m.warn("MTA sent macro for %c. we cannot handle this so we ignore it", msg.MacroCode())
 			return nil, nil
 		}
 		m.macros.DelStageAndAbove(stage)
@@ -341,7 +360,7 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 
 	default:
 		// print error and close session
-		LogWarning("Unrecognized command code: %s", msg.Code)
+		m.warn("Unrecognized command code: %s", msg.Code)
 		return nil, errCloseSession
 	}
 }
@@ -359,7 +378,7 @@ func (m *serverSession) closeConn() {
 	m.mu.Unlock()
 	if conn != nil {
 		if err := conn.Close(); err != nil && !ignoreError(err) {
-			LogWarning("Error closing connection: %v", err)
+			m.warn("Error closing connection: %v", err)
 		}
 	}
 }
@@ -372,20 +391,20 @@ func (m *serverSession) HandleMilterCommands() {
 	msg, err := m.readPacket(time.Second)
 	if err != nil {
 		if !ignoreError(err) {
-			LogWarning("Error reading milter command: %v", err)
+			m.warn("Error reading milter command: %v", err)
 		}
 		return
 	}
 	resp, err := m.negotiate(msg, m.server.options.maxVersion, m.server.options.actions, m.server.options.protocol, m.server.options.negotiationCallback, m.server.options.macrosByStage, 0)
 	if err != nil {
 		if !ignoreError(err) {
-			LogWarning("Error negotiating: %v", err)
+			m.warn("Error negotiating: %v", err)
 		}
 		return
 	}
 	if err = m.writePacket(resp.Response()); err != nil {
 		if !ignoreError(err) {
-			LogWarning("Error writing packet: %v", err)
+			m.warn("Error writing packet: %v", err)
 		}
 		return
 	}
@@ -414,13 +433,20 @@ func (m *serverSession) HandleMilterCommands() {
 	}
 	readTimeout := m.server.options.readTimeout
 	hasDecision := false
+	// inMessage is true from MAIL FROM until end-of-message or abort;
+	// outside a message the (usually shorter) idle timeout applies.
+	inMessage := false
 
 	// now we can process the events
 	for {
-		msg, err = m.readPacket(readTimeout)
+		timeout := readTimeout
+		if !inMessage && m.server.options.idleTimeout != 0 {
+			timeout = m.server.options.idleTimeout
+		}
+		msg, err = m.readPacket(timeout)
 		if err != nil {
 			if !ignoreError(err) {
-				LogWarning("Error reading milter command: %v", err)
+				m.warn("Error reading milter command: %v", err)
 			}
 			return
 		}
@@ -438,7 +464,7 @@ func (m *serverSession) HandleMilterCommands() {
 				if err != nil {
 					if !ignoreError(err) {
 						// log error condition
-						LogWarning("Error performing milter command: %v", err)
+						m.warn("Error performing milter command: %v", err)
 						if resp != nil && !m.skipResponse(msg.Code) {
 							_ = m.writePacket(resp.Response())
 						}
@@ -454,13 +480,19 @@ func (m *serverSession) HandleMilterCommands() {
 			}
 		}
 		lastCode = code
+		switch msg.Code {
+		case wire.CodeMail:
+			inMessage = true
+		case wire.CodeEOB, wire.CodeAbort, wire.CodeQuitNewConn:
+			inMessage = false
+		}
 
 		var resp *Response
 		resp, err = m.processMsg(backend, msg)
 		if err != nil {
 			if !ignoreError(err) {
 				// log error condition
-				LogWarning("Error performing milter command: %v", err)
+				m.warn("Error performing milter command: %v", err)
 				if resp != nil && !m.skipResponse(msg.Code) {
 					_ = m.writePacket(resp.Response())
 				}
@@ -480,7 +512,7 @@ func (m *serverSession) HandleMilterCommands() {
 			// send back response message
 			if err = m.writePacket(resp.Response()); err != nil {
 				if !ignoreError(err) {
-					LogWarning("Error writing packet: %v", err)
+					m.warn("Error writing packet: %v", err)
 				}
 				return
 			}

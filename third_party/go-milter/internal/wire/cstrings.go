@@ -38,3 +38,10 @@ func AppendCString(dest []byte, s string) []byte {
 	dest = append(dest, 0x00)
 	return dest
 }
+
+// CutCString splits data after its first C style string: it returns the
+// string, the bytes after its null-byte, and whether there was a null-byte.
+func CutCString(data []byte) (s string, rest []byte, ok bool) {
+	before, after, found := bytes.Cut(data, []byte{0})
+	return string(before), after, found
+}

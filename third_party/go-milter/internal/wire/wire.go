@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"time"
 )
 
@@ -77,7 +78,23 @@ const (
 // We reject reading/writing messages larger than 512 MB outright.
 const maxPacketSize = 512 * 1024 * 1024
 
+// readChunk is how much of a packet ReadPacketMax reads (and allocates) at
+// a time: a peer that claims a large length and sends nothing costs no
+// more than this.
+const readChunk = 64 * 1024
+
+// ErrEmptyPacket is returned for a packet of length 0: every packet has at
+// least its command code.
+var ErrEmptyPacket = errors.New("milter: empty packet")
+
 func ReadPacket(conn net.Conn, timeout time.Duration) (*Message, error) {
+	return ReadPacketMax(conn, timeout, maxPacketSize)
+}
+
+// ReadPacketMax reads one packet of at most maxSize bytes. The packet is
+// read in chunks, so memory grows with what actually arrives, not with
+// the length the peer claims.
+func ReadPacketMax(conn net.Conn, timeout time.Duration, maxSize uint32) (*Message, error) {
 	if timeout != 0 {
 		_ = conn.SetReadDeadline(time.Now().Add(timeout))
 		defer func(conn net.Conn) {
@@ -91,14 +108,22 @@ func ReadPacket(conn net.Conn, timeout time.Duration) (*Message, error) {
 		return nil, err
 	}
 
-	if length > maxPacketSize {
+	if length == 0 {
+		return nil, ErrEmptyPacket
+	}
+	if length > maxSize || length > maxPacketSize {
 		return nil, fmt.Errorf("milter: reject to read %d bytes in one message", length)
 	}
 
 	// read packet data
-	data := make([]byte, length)
-	if _, err := io.ReadFull(conn, data); err != nil {
-		return nil, err
+	data := make([]byte, 0, min(length, readChunk))
+	for uint32(len(data)) < length {
+		n := min(int(length)-len(data), readChunk)
+		data = slices.Grow(data, n)
+		if _, err := io.ReadFull(conn, data[len(data):len(data)+n]); err != nil {
+			return nil, err
+		}
+		data = data[:len(data)+n]
 	}
 
 	// prepare response data
