@@ -69,8 +69,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	srv     *gomilter.Server
-	// maxSessions is MaxSessions; tests lower it before serving.
-	maxSessions int64
+	limits  limits
 	// limit is the listener that enforces maxSessions, set by Serve.
 	limit atomic.Pointer[limitListener]
 	// lastCapWarn is when the last "cap reached" warning was logged
@@ -86,21 +85,33 @@ type Server struct {
 // every milter session; swap the pointer to reload. A nil logger discards
 // logs; nil metrics are not collected.
 func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Metrics) *Server {
+	return newServer(c, log, m, defaultLimits)
+}
+
+// limits bound what a session may hold; tests shorten them.
+type limits struct {
+	maxSessions     int64
+	idle, inMessage time.Duration
+}
+
+var defaultLimits = limits{maxSessions: MaxSessions, idle: sessionIdleTimeout, inMessage: messageIdleTimeout}
+
+func newServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Metrics, lim limits) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
 		m = metrics.New("")
 	}
-	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, maxSessions: MaxSessions}
+	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, limits: lim}
 	protocolLog.Store(log)
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
 			return newSession(s)
 		}),
 		gomilter.WithActions(Actions),
-		gomilter.WithReadTimeout(messageIdleTimeout),
-		gomilter.WithIdleTimeout(sessionIdleTimeout),
+		gomilter.WithReadTimeout(lim.inMessage),
+		gomilter.WithIdleTimeout(lim.idle),
 		gomilter.WithMaxPacketSize(MaxPacketSize),
 		gomilter.WithProtocols(Protocol),
 		// Postfix sends the queue id at end-of-message by default
@@ -124,7 +135,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // the raw connection (it needs the *net.TCPConn for TCP_QUICKACK); the
 // limit wraps the result.
 func (s *Server) wrapListener(ln net.Listener) net.Listener {
-	l := &limitListener{Listener: bufferedListener{ln}, max: s.maxSessions, refused: s.refused}
+	l := &limitListener{Listener: bufferedListener{ln}, max: s.limits.maxSessions, refused: s.refused}
 	s.limit.Store(l)
 	return l
 }
@@ -141,13 +152,13 @@ func (s *Server) refused() {
 	}
 	s.refusedSince.Add(-n)
 	s.log.Warn("milter: session cap reached, connections refused (Postfix tempfails their mail)",
-		slog.Int64("cap", s.maxSessions), slog.Int64("refused", n))
+		slog.Int64("cap", s.limits.maxSessions), slog.Int64("refused", n))
 }
 
 // Saturated reports why the server cannot take another session, or nil.
 func (s *Server) Saturated() error {
 	if l := s.limit.Load(); l != nil && l.full() {
-		return fmt.Errorf("milter session cap reached (%d sessions open)", s.maxSessions)
+		return fmt.Errorf("milter session cap reached (%d sessions open)", s.limits.maxSessions)
 	}
 	return nil
 }

@@ -346,7 +346,6 @@ func (s *Server) Serve(ln net.Listener) error {
 				return
 			}
 			defer s.trackSession(&session, false)
-			defer session.recoverPanic()
 			session.init(s, conn, s.options.maxVersion, s.options.actions, s.options.protocol)
 			session.HandleMilterCommands()
 		}(conn)
@@ -370,7 +369,6 @@ func (m *serverSession) recoverPanic() {
 	if conn != nil {
 		_ = wire.WritePacket(conn, RespTempFail.Response(), time.Second)
 	}
-	m.closeConn()
 }
 
 // MilterCount returns the number of milter backends that this server created in total.

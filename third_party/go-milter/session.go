@@ -386,6 +386,8 @@ func (m *serverSession) closeConn() {
 // HandleMilterCommands processes all milter commands in the same connection
 func (m *serverSession) HandleMilterCommands() {
 	defer m.closeConn()
+	// Runs before closeConn, so that its reply can still be written.
+	defer m.recoverPanic()
 
 	// first do the negotiation - with a hard-coded timeout of 1 second
 	msg, err := m.readPacket(time.Second)
