@@ -47,18 +47,27 @@ func TestNoticePerMessage(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("%d notices, want 2", len(got))
 	}
-	for i, want := range []struct{ to, inReplyTo, queueID string }{
-		{"<staff1@city.example.jp>", "<m1@mua.example>", "Q1"},
-		{"<staff2@city.example.jp>", "", "Q2"},
-	} {
-		d := got[i]
+	// Two workers: the notices may arrive in either order.
+	byTo := map[string]postfixtest.Delivery{}
+	for _, d := range got {
 		m, err := mail.ReadMessage(bytes.NewReader(d.Data))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.From != "" || m.Header.Get("To") != want.to || m.Header.Get("In-Reply-To") != want.inReplyTo ||
-			!bytes.Contains(d.Data, []byte("受付番号: "+want.queueID+"\r\n")) {
-			t.Errorf("notice %d: from <%s>\n%s", i, d.From, d.Data)
+		byTo[m.Header.Get("To")] = d
+	}
+	for _, want := range []struct{ to, inReplyTo, queueID string }{
+		{"<staff1@city.example.jp>", "<m1@mua.example>", "Q1"},
+		{"<staff2@city.example.jp>", "", "Q2"},
+	} {
+		d, ok := byTo[want.to]
+		if !ok {
+			t.Errorf("no notice to %s", want.to)
+			continue
+		}
+		m, _ := mail.ReadMessage(bytes.NewReader(d.Data))
+		if d.From != "" || m.Header.Get("In-Reply-To") != want.inReplyTo || !bytes.Contains(d.Data, []byte("受付番号: "+want.queueID+"\r\n")) {
+			t.Errorf("notice to %s: from <%s>\n%s", want.to, d.From, d.Data)
 		}
 	}
 }
