@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	netmail "net/mail"
 	"regexp"
@@ -324,5 +325,50 @@ func TestNoticeReinjectionDown(t *testing.T) {
 	}
 	if n := len(sink.Deliveries()); n != 2 {
 		t.Errorf("%d deliveries, want the 2 originals", n)
+	}
+}
+
+// TestNoticeReinjectionHangs: a reinjection service that accepts the
+// connection and never answers holds up no original; notices still waiting
+// at SIGTERM are dropped within shutdown_timeout and logged.
+func TestNoticeReinjectionHangs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, silent, until the test ends
+		}
+	}()
+	sink, d, pf, _ := noticeSetup(t, strings.Replace(noticeConfig, "shutdown_timeout: 5s", "shutdown_timeout: 2s", 1), ln.Addr().String())
+	senders := []string{"staff1@city.example.jp", "staff2@city.example.jp", "staff3@city.example.jp"}
+	for _, s := range senders {
+		start := time.Now()
+		if err := pf.Send(s, []string{"a@ext.example", "b@other.example"}, staffMessage(s, "会議", "a@ext.example, b@other.example")); err != nil {
+			t.Fatalf("send: %v\n%s", err, d.log)
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("the original from %s waited %v", s, took)
+		}
+	}
+	got := sink.WaitFor(t, len(senders), 30*time.Second)
+	for _, dl := range got {
+		if isNotice(dl) || field(header(t, dl.Data), "To") != "undisclosed-recipients:;" {
+			t.Errorf("unexpected delivery:\n%s", dl.Data)
+		}
+	}
+	start := time.Now()
+	d.stop(t)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("stopping took %v with shutdown_timeout 2s", took)
+	}
+	if n := strings.Count(d.log.String(), "result=dropped"); n != len(senders) {
+		t.Errorf("%d notices logged as dropped, want %d:\n%s", n, len(senders), d.log)
 	}
 }
