@@ -71,3 +71,50 @@ func TestNoticePerMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestNoticeFollowsReload: a new session takes the notice settings of the
+// new snapshot (here a custom template), while who was told when survives
+// the reload (min_interval still holds for the first sender).
+func TestNoticeFollowsReload(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	n := notice.New(notice.Options{})
+	cfg := cityPolicy(t, func(s *policy.Settings) { s.NotifySender = true })
+	addr, p, _ := startServerWith(t, cfg, func(s *Server) { s.SetNotifier(n) })
+	snap := func(tmpl *notice.Template) *config.Config {
+		c := snapshot(cfg)
+		c.Notice = &notice.Settings{From: mail.Address{Address: "postmaster@city.example.jp"}, Template: tmpl, MinInterval: time.Hour, Used: true}
+		c.Reinject = config.Reinject{Address: "inet:" + sink.Addr(), Timeout: 5 * time.Second}
+		return c
+	}
+	p.Store(snap(notice.Builtin()))
+	two := [][2]string{{"To", "a@ext.example, b@other.example"}}
+	miltertest.Dial(t, "tcp", addr).Send(t, miltertest.Message{Sender: "staff1@city.example.jp", QueueID: "Q1", Header: two})
+
+	custom, err := notice.ParseTemplate(`{{define "subject"}}custom subject{{end}}custom body for {{.QueueID}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Store(snap(custom))
+	s := miltertest.Dial(t, "tcp", addr)
+	s.Send(t, miltertest.Message{Sender: "STAFF1@city.example.jp", QueueID: "Q2", Header: two})
+	s.Send(t, miltertest.Message{Sender: "staff2@city.example.jp", QueueID: "Q3", Header: two})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.Deliveries()
+	if len(got) != 2 {
+		t.Fatalf("%d notices, want 2 (staff1 once, staff2 once)", len(got))
+	}
+	for _, d := range got {
+		custom := bytes.Contains(d.Data, []byte("Subject: custom subject\r\n"))
+		switch {
+		case d.Rcpts[0] == "staff1@city.example.jp" && !custom && bytes.Contains(d.Data, []byte("受付番号: Q1")):
+		case d.Rcpts[0] == "staff2@city.example.jp" && custom && bytes.HasSuffix(d.Data, []byte("custom body for Q3\r\n")):
+		default:
+			t.Errorf("unexpected notice to %v:\n%s", d.Rcpts, d.Data)
+		}
+	}
+}
