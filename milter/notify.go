@@ -24,10 +24,11 @@ func (s *session) noteHeader(name, value string) {
 }
 
 // notify queues the notice a decision calls for and returns what the
-// audit record says about it ("" when none is due). It never blocks and
-// never changes the reply to Postfix: the original goes on whatever
-// becomes of the notice.
-func (s *session) notify(queueID string, d policy.Decision) string {
+// audit record says about it ("" when none is due). delivery is how the
+// message was converted: "hide", or "split" when copies were handed over.
+// It never blocks and never changes the reply to Postfix: the original
+// goes on whatever becomes of the notice.
+func (s *session) notify(queueID string, d policy.Decision, delivery string) string {
 	if s.server.notifier == nil || s.cfg.Notice == nil || !notice.Wanted(d, s.sender) {
 		return ""
 	}
@@ -37,7 +38,7 @@ func (s *session) notify(queueID string, d policy.Decision) string {
 			Sender:   s.sender,
 			Original: s.original,
 			Decision: d,
-			Delivery: "hide",
+			Delivery: delivery,
 		},
 		Settings: s.cfg.Notice,
 		Handoff:  Handoff(s.cfg.Reinject),

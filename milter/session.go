@@ -135,7 +135,7 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 	}
 	took := time.Since(start)
 	s.server.metrics.Decided(d, took)
-	noticed := s.notify(queueID, d)
+	noticed := s.notify(queueID, d, "hide")
 	audit.Log(ctx, s.server.log, s.cfg.Audit, audit.Record{QueueID: queueID, Sender: s.sender, Decision: d, Duration: took, Notice: noticed})
 	if d.Action == policy.Tempfail {
 		return tempfail(d.Reason)
