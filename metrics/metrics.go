@@ -25,6 +25,7 @@ type Metrics struct {
 	latency      prometheus.Histogram
 	sessions     prometheus.Gauge
 	refused      prometheus.Counter
+	evicted      prometheus.Counter
 	panics       prometheus.Counter
 	reloads      *prometheus.CounterVec
 	configLoaded prometheus.Gauge
@@ -60,6 +61,10 @@ func New(version string) *Metrics {
 			Name: "bccguard_sessions_refused_total",
 			Help: "Milter connections closed at once because the session cap was reached (Postfix tempfails their mail).",
 		}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bccguard_sessions_evicted_total",
+			Help: "Milter sessions closed because they were silent while the session cap was nearly reached.",
+		}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bccguard_panics_total",
 			Help: "Panics recovered inside a session; the message was tempfailed.",
@@ -83,7 +88,7 @@ func New(version string) *Metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	m.registry.MustRegister(m.messages, m.moved, m.parseErrors, m.latency, m.sessions,
-		m.refused, m.panics, m.reloads, m.configLoaded, m.configLoad, build,
+		m.refused, m.evicted, m.panics, m.reloads, m.configLoaded, m.configLoad, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make the labelled series visible at zero from the start, so that
 	// rate() and alerts work before the first event.
@@ -123,6 +128,9 @@ func (m *Metrics) SessionClosed() { m.sessions.Dec() }
 
 // SessionRefused counts a connection refused at the session cap.
 func (m *Metrics) SessionRefused() { m.refused.Inc() }
+
+// SessionsEvicted counts silent sessions closed to make room.
+func (m *Metrics) SessionsEvicted(n int) { m.evicted.Add(float64(n)) }
 
 // Panicked counts a recovered panic.
 func (m *Metrics) Panicked() { m.panics.Inc() }
