@@ -8,6 +8,7 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	gomilter "github.com/d--j/go-milter"
@@ -32,10 +33,17 @@ func checkMilterAnswers(e *env) []Result {
 		address = net.JoinHostPort("127.0.0.1", e.listen.port)
 	}
 	c := gomilter.NewClient(network, address,
-		gomilter.WithMaximumVersion(version),
+		// Offer what Postfix offers at its milter_protocol: zero makes
+		// go-milter choose every option that version knows.
+		gomilter.WithMaximumVersion(version), gomilter.WithProtocols(0),
 		gomilter.WithDialer(&net.Dialer{Timeout: e.opts.Timeout}),
 		gomilter.WithReadTimeout(e.opts.Timeout), gomilter.WithWriteTimeout(e.opts.Timeout))
 	s, err := c.Session(nil)
+	if err != nil && strings.Contains(err.Error(), "negotiate") {
+		return append(out, Result{Status: Fail, Check: "milter",
+			Message: fmt.Sprintf("bccguard on %s refuses Postfix's milter protocol %d: %v. Postfix applies milter_default_action to every message.", e.cfg.Listen, version, err),
+			Fix:     "set milter_protocol = 6 in main.cf."})
+	}
 	if err != nil {
 		return append(out, Result{Status: Fail, Check: "milter",
 			Message: fmt.Sprintf("bccguard does not answer on %s: %v. Postfix applies milter_default_action to every message.", e.cfg.Listen, err),
