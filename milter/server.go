@@ -54,6 +54,8 @@ type Server struct {
 	// decide is policy.Decide; tests replace it before serving to reach
 	// the panic path.
 	decide func(*policy.Config, policy.Message) policy.Decision
+	// origins warns about unqualified local sender domains.
+	origins *originWarner
 }
 
 // NewServer returns a server reading the config from c at the start of
@@ -66,7 +68,7 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 	if m == nil {
 		m = metrics.New("")
 	}
-	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide}
+	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, origins: newOriginWarner()}
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
 			return newSession(s)
