@@ -64,7 +64,7 @@ func TestDoctorVerdictMatchesDelivery(t *testing.T) {
 			sink := postfixtest.StartSink(t)
 			addr := freeAddr(t)
 			cfg := writeConfig(t, "listen: inet:"+addr+"\n"+cityConfig)
-			startDaemon(t, cfg, addr)
+			d := startDaemon(t, cfg, addr)
 			pf := postfixtest.Start(t, postfixtest.Options{Milter: "inet:" + addr, RelayTo: sink.Addr(), Extra: tc.extra})
 
 			out, exit := doctor(t, cfg, pf.Dir())
@@ -83,6 +83,14 @@ func TestDoctorVerdictMatchesDelivery(t *testing.T) {
 			}
 			if n := len(ds[0].Rcpts); n != 2 {
 				t.Errorf("%d recipients on the envelope, want 2", n)
+			}
+			// The message had no Message-ID; cleanup added one before
+			// the milter saw the header, and the audit record has it.
+			if tc.name == "right" && !strings.Contains(d.log.String(), "message_id=<") {
+				t.Errorf("no Message-ID in the audit record:\n%s", d.log)
+			}
+			if tc.name == "unqualified myorigin" && !strings.Contains(d.log.String(), "level=WARN msg=\"sender domain looks like an unqualified local origin") {
+				t.Errorf("no unqualified-origin warning:\n%s", d.log)
 			}
 		})
 	}
