@@ -219,7 +219,7 @@ func printResult(w io.Writer, r checkResult) {
 	fmt.Fprintf(w, "reason:     %s\n", r.Reason)
 	source := "from " + r.SenderSource
 	if r.SenderSource == sourceFrom {
-		source += " field; give --from or a delivered copy with Return-Path for the envelope sender"
+		source = "from the From field, not the envelope: see --from"
 	}
 	fmt.Fprintf(w, "sender:     %s (%s; rule: %s)\n", sender, source, rule)
 	fmt.Fprintf(w, "to:         %d addresses, %d external, %d moved out of sight\n", r.ToTotal, r.ToExternal, r.Moved)

@@ -161,7 +161,7 @@ func TestCheckReadsReturnPath(t *testing.T) {
 	}
 	// Without either, From is used, and the output says so.
 	code, out, _ = runCmd(t, twoExternal, "check", "-c", cfg, "-")
-	if code != 0 || !strings.Contains(out, "(from From field; give --from or a delivered copy with Return-Path") {
+	if code != 0 || !strings.Contains(out, "(from the From field, not the envelope: see --from; rule: internal_domains)") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }
