@@ -26,8 +26,11 @@ func checkOrigin(e *env) []Result {
 				// common case, $myorigin, is checked on its own line.
 				r.Status = Warn
 			}
-			r.Message = fmt.Sprintf("%s = %s: %s: mail from user@%s (local submissions without -f when myorigin is %s) passes unchecked.",
-				param, domain, d.Reason, domain, map[bool]string{true: "this domain", false: "$myhostname"}[param == "myorigin"])
+			who := "mail that scripts and web applications submit without -f (sender user@" + domain + ")"
+			if param == "myhostname" {
+				who = "mail with a sender user@" + domain + " (from daemons that name the host)"
+			}
+			r.Message = fmt.Sprintf("%s = %s: %s: %s passes unchecked.", param, domain, d.Reason, who)
 			r.Fix = "set myorigin = <the organization's mail domain> in main.cf, or add " + domain + " to domains (or internal_domains) in " + e.cfg.Name() + "."
 		default:
 			r.Message = fmt.Sprintf("%s = %s is covered (rule %s).", param, domain, d.Rule)
