@@ -26,8 +26,8 @@ func parseMilters(s string) []milterEntry {
 	for s = strings.TrimSpace(s); s != ""; s = strings.TrimLeft(s, ", \t\r\n") {
 		if s[0] == '{' {
 			end := strings.IndexByte(s, '}')
-			if end < 0 {
-				end = len(s) - 1
+			if end < 0 { // unclosed: Postfix reports an error; read on
+				end = len(s)
 				s += "}"
 			}
 			e := milterEntry{Attrs: map[string]string{}}

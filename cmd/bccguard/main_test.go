@@ -165,3 +165,11 @@ func TestCheckReadsReturnPath(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }
+
+func TestDoctorUnreadablePostfix(t *testing.T) {
+	cfg := writeConfig(t, "internal_domains: [city.example.jp]\n")
+	code, _, errOut := runCmd(t, "", "doctor", "--config", cfg, "--postfix-config", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "doctor: read Postfix configuration: postconf -c") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
