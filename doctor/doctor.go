@@ -110,9 +110,12 @@ type Options struct {
 	PostfixDir string
 	// Postconf is the postconf command; "" means "postconf" on $PATH.
 	Postconf string
-	// Timeout bounds connecting to the milter and negotiating; 0 means
-	// 5 seconds.
+	// Timeout bounds connecting to the milter and negotiating, and
+	// reading the daemon's version; 0 means 5 seconds.
 	Timeout time.Duration
+	// Version is this command's version, compared with the running
+	// daemon's (read from metrics_listen).
+	Version string
 }
 
 // env is what every check reads.
@@ -138,6 +141,7 @@ var checks = []check{
 	checkOrigin,
 	checkSigningOrder,
 	checkMilterAnswers,
+	checkVersion,
 }
 
 // Run reads Postfix's configuration and runs every check. The error is

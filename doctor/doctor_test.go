@@ -2,6 +2,7 @@ package doctor_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"os/user"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/daemon"
 	"github.com/bccguard/bccguard/doctor"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 	"github.com/bccguard/bccguard/milter"
@@ -296,4 +298,57 @@ func TestUnixSocketPostfixCannotOpen(t *testing.T) {
 	}
 	r = run(t, cd.Dir(), "unix:"+sock, city)
 	want(t, r, "socket", doctor.Fail, "directory "+filepath.Dir(sock)+" is not searchable")
+}
+
+// TestRunningVersion: doctor reads the running daemon's version from its
+// metrics and warns when it is not the installed one (an upgrade without a
+// restart).
+func TestRunningVersion(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := ln.Addr().String()
+	ln.Close()
+	addr := "inet:" + freeTCP(t)
+	f := filepath.Join(t.TempDir(), "bccguard.yaml")
+	yaml := "listen: " + addr + "\nmetrics_listen: " + metricsAddr + "\n" + city
+	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.Start(c, daemon.Options{File: f, Version: "bccguard 1.0.0 go1.26 linux/amd64"}, slog.New(slog.DiscardHandler), new(slog.LevelVar))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Shutdown(context.Background()) })
+	dir := right(t, addr, nil).Dir()
+	report := func(version string) doctor.Report {
+		r, err := doctor.Run(context.Background(), doctor.Options{Config: c, PostfixDir: dir, Version: version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	want(t, report("bccguard 1.0.0 go1.26 linux/amd64"), "version", doctor.OK, "bccguard 1.0.0 go1.26 linux/amd64 runs.")
+	r := report("bccguard 1.1.0 go1.26 linux/amd64")
+	want(t, r, "version", doctor.Warn, "bccguard 1.0.0 go1.26 linux/amd64 runs, but this is bccguard 1.1.0")
+	if r.Failed() {
+		t.Fatal("a version mismatch failed")
+	}
+	d.Shutdown(context.Background())
+	want(t, report("bccguard 1.0.0 go1.26 linux/amd64"), "version", doctor.Warn, "cannot read the running daemon's version")
+}
+
+func freeTCP(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

@@ -68,3 +68,10 @@ func TestSplitServiceKey(t *testing.T) {
 		t.Fatal("two parts accepted")
 	}
 }
+
+func TestBuildInfoLabels(t *testing.T) {
+	got := labels(`goversion="go1.26.8",version="bccguard 1.2.0 \"x\\y\" go1.26.8 linux/amd64"} 1`)
+	if got["goversion"] != "go1.26.8" || got["version"] != `bccguard 1.2.0 "x\y" go1.26.8 linux/amd64` {
+		t.Fatalf("%q", got)
+	}
+}

@@ -37,7 +37,7 @@ func newDoctorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := doctor.Run(cmd.Context(), doctor.Options{Config: c, PostfixDir: postfixDir})
+			r, err := doctor.Run(cmd.Context(), doctor.Options{Config: c, PostfixDir: postfixDir, Version: versionString()})
 			if err != nil {
 				return err
 			}
