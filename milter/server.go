@@ -93,6 +93,8 @@ type Server struct {
 	// decide is policy.Decide; tests replace it before serving to reach
 	// the panic path.
 	decide func(*policy.Config, policy.Message) policy.Decision
+	// origins warns about unqualified local sender domains.
+	origins *originWarner
 }
 
 // NewServer returns a server reading the config from c at the start of
@@ -119,7 +121,7 @@ func newServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 	if m == nil {
 		m = metrics.New("")
 	}
-	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, limits: lim}
+	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, limits: lim, origins: newOriginWarner()}
 	protocolLog.Store(log)
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
