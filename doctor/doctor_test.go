@@ -352,3 +352,29 @@ func freeTCP(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// Debian's main.cf has myorigin = /etc/mailname: Postfix reads the domain
+// from the file's first line, and the fix is to edit the file.
+func TestOriginFromMailname(t *testing.T) {
+	addr := inetMilter(t)
+	mailname := filepath.Join(t.TempDir(), "mailname")
+	if err := os.WriteFile(mailname, []byte("city.example.jp\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cd := right(t, addr, map[string]string{"myorigin": mailname})
+	r := run(t, cd.Dir(), addr, city)
+	want(t, r, "myorigin", doctor.OK, "myorigin = city.example.jp (from "+mailname+") is covered")
+
+	if err := os.WriteFile(mailname, []byte("vm\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "myorigin", doctor.Fail, "put the organization's mail domain in "+mailname)
+	want(t, r, "myorigin", doctor.Fail, "myorigin = vm (from "+mailname+")")
+
+	if err := os.Remove(mailname); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "myorigin", doctor.Fail, "no such file")
+}
