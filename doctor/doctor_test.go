@@ -158,17 +158,37 @@ func TestSubmissionOverride(t *testing.T) {
 	}
 }
 
-// A loopback smtpd without milters is usually a content filter's return
-// path: a warning, not a failure.
+// A loopback smtpd without milters is a content filter's return path
+// when a content_filter is set: a warning, not a failure. Without any
+// content_filter it is something else (a webmail's submission port) whose
+// mail passes unchecked.
 func TestContentFilterReturnPathWarns(t *testing.T) {
 	addr := inetMilter(t)
 	cd := right(t, addr, nil)
 	cd.Postconf(t, "-Me", "127.0.0.1:10025/inet=127.0.0.1:10025 inet n - n - - smtpd -o receive_override_options=no_unknown_recipient_checks,no_milters")
 	r := run(t, cd.Dir(), addr, city)
-	want(t, r, "smtpd_milters", doctor.Warn, "content filter")
+	want(t, r, "smtpd_milters", doctor.Fail, "no_milters")
+
+	cd.Postconf(t, "-e", "content_filter=smtp-amavis:[127.0.0.1]:10024")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milters", doctor.Warn, "return path of the content filter (content_filter in main.cf)")
 	if r.Failed() {
 		t.Fatal("failed")
 	}
+
+	// IPv6 loopback, and the filter set by -o on the smtp service.
+	cd.Postconf(t, "-e", "content_filter=")
+	cd.Postconf(t, "-MX", "127.0.0.1:10025/inet")
+	cd.Postconf(t, "-Me", "[::1]:10025/inet=[::1]:10025 inet n - n - - smtpd -o smtpd_milters=")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milters", doctor.Fail, "smtpd [::1]:10025/inet")
+	cd.Postconf(t, "-Me", "smtp/inet=smtp inet n - y - - smtpd -o content_filter=smtp-amavis:[::1]:10024")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milters", doctor.Warn, "(-o content_filter of smtp/inet in master.cf)")
+	if r.Failed() {
+		t.Fatal("failed")
+	}
+
 	cd.Postconf(t, "-Me", "smtp/inet=smtp inet n - y - - smtpd -o receive_override_options=no_milters")
 	r = run(t, cd.Dir(), addr, city)
 	want(t, r, "smtpd_milters", doctor.Fail, "no_milters")

@@ -27,8 +27,9 @@ type milterPath struct {
 	endpoints []endpoint
 	// noMilters is set when receive_override_options turns milters off.
 	noMilters bool
-	// loopback marks an smtpd on a loopback address only: usually the
-	// return path of a content filter, whose mail was checked before.
+	// loopback marks an smtpd on a loopback address only: when a
+	// content_filter is set, usually its return path, whose mail was
+	// checked before.
 	loopback bool
 	// bccguard is the index of bccguard's entry, or -1.
 	bccguard int
@@ -115,12 +116,14 @@ func checkWiring(e *env) []Result {
 				p.what, chroot, e.cfg.Listen, p.where(p.param), p.describeList())
 			r.Fix = "add " + e.postfixAddress(p) + " to " + p.where(p.param) + ", then postfix reload."
 		}
-		if r.Status == Fail && p.loopback {
+		if cf := e.postfix.ContentFilter(); r.Status == Fail && p.loopback && cf != "" {
 			// A content filter's return path (FILTER_README) carries mail
 			// that passed the milters before; it is usually right there.
+			// Without any content_filter, a loopback smtpd is something
+			// else (a webmail's submission port) and its mail is unchecked.
 			r.Status = Warn
-			r.Message += " On a loopback-only smtpd this is right if it is the return path of a content filter."
-			r.Fix = "none if this smtpd only takes mail back from a content filter; otherwise " + r.Fix
+			r.Message += " On a loopback-only smtpd this is right if it is the return path of the content filter (" + cf + ")."
+			r.Fix = "none if this smtpd only takes mail back from the content filter; otherwise " + r.Fix
 		}
 		out = append(out, r)
 	}
