@@ -398,3 +398,22 @@ func TestOriginFromMailname(t *testing.T) {
 	r = run(t, cd.Dir(), addr, city)
 	want(t, r, "myorigin", doctor.Fail, "no such file")
 }
+
+// bccguard listening on 0.0.0.0 is reached through this machine's own
+// addresses, not through another host with a milter on the same port.
+func TestUnspecifiedListenIsNotAnyHost(t *testing.T) {
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startMilter(t, ln)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	listen := "inet:0.0.0.0:" + port
+	r := run(t, right(t, "inet:127.0.0.1:"+port, nil).Dir(), listen, city)
+	want(t, r, "smtpd_milters", doctor.OK, "has inet:127.0.0.1:"+port)
+	want(t, r, "milter", doctor.OK, "answers")
+	other := "inet:198.51.100.7:" + port
+	r = run(t, right(t, other, nil).Dir(), listen, city)
+	want(t, r, "smtpd_milters", doctor.Fail, "is not in smtpd_milters in main.cf ("+other+")")
+	want(t, r, "smtpd_milters", doctor.Fail, "add inet:127.0.0.1:"+port+" to smtpd_milters")
+}

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"net"
 	"reflect"
 	"testing"
 )
@@ -44,6 +45,11 @@ func TestSameEndpoint(t *testing.T) {
 		{"inet:localhost:10030", false, "inet:127.0.0.1:10030", true},
 		{"inet:127.0.0.1:10030", false, "inet:0.0.0.0:10030", true},
 		{"inet:127.0.0.1:10031", false, "inet:127.0.0.1:10030", false},
+		// Listening on every address is not listening on another host.
+		{"inet:198.51.100.7:10030", false, "inet:0.0.0.0:10030", false},
+		{"inet:198.51.100.7:10030", false, "inet:[::]:10030", false},
+		{"inet:[::1]:10030", false, "inet:[::]:10030", true},
+		{"inet:localhost:10030", false, "inet:0.0.0.0:10030", true},
 		{"inet:192.0.2.1:10030", false, "inet:127.0.0.1:10030", false},
 		{"unix:/bccguard/x.sock", true, "unix:/var/spool/postfix/bccguard/x.sock", true},
 		{"unix:/bccguard/x.sock", false, "unix:/var/spool/postfix/bccguard/x.sock", false},
@@ -56,6 +62,30 @@ func TestSameEndpoint(t *testing.T) {
 		if got := ok && ep.same(listen(tc.listen)); got != tc.same {
 			t.Errorf("%s (chrooted %v) vs %s: same %v, want %v", tc.postfix, tc.chrooted, tc.listen, got, tc.same)
 		}
+	}
+}
+
+// An address of this machine reaches a daemon listening on 0.0.0.0.
+func TestSameEndpointOwnAddress(t *testing.T) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var own net.IP
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			own = n.IP
+		}
+	}
+	if own == nil {
+		t.Fatal("this machine has no non-loopback IPv4 address to test with")
+	}
+	l, err := listenEndpoint("inet:0.0.0.0:10030")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := listenEndpoint("inet:" + own.String() + ":10030"); !e.same(l) {
+		t.Errorf("%s does not reach 0.0.0.0", own)
 	}
 }
 

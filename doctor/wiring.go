@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"net"
 	"path"
 	"slices"
 	"strconv"
@@ -145,6 +146,10 @@ func (p *milterPath) describeList() string {
 // the daemon of p: below the queue directory when it runs chrooted.
 func (e *env) postfixAddress(p *milterPath) string {
 	if e.listen.network != "unix" {
+		if e.listen.host == "" || isUnspecified(e.listen.host) {
+			// Listening everywhere: Postfix on this machine uses loopback.
+			return "inet:" + net.JoinHostPort("127.0.0.1", e.listen.port)
+		}
 		return e.cfg.Listen
 	}
 	if !p.chrooted {
