@@ -417,3 +417,48 @@ func TestUnspecifiedListenIsNotAnyHost(t *testing.T) {
 	want(t, r, "smtpd_milters", doctor.Fail, "is not in smtpd_milters in main.cf ("+other+")")
 	want(t, r, "smtpd_milters", doctor.Fail, "add inet:127.0.0.1:"+port+" to smtpd_milters")
 }
+
+// smtpd_milter_maps replaces smtpd_milters per client: Postfix's own
+// example DISABLEs milters for the staff's network. doctor looks up an
+// address of each mynetworks entry with the real postmap.
+func TestSMTPDMilterMaps(t *testing.T) {
+	addr := inetMilter(t)
+	cd := right(t, addr, map[string]string{"mynetworks": "127.0.0.0/8 [::1]/128 192.168.0.0/16"})
+	table := filepath.Join(t.TempDir(), "milter_map.cidr")
+	writeTable := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(table, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.OK, "not set")
+
+	writeTable("192.168.0.0/16 DISABLE\n")
+	cd.Postconf(t, "-e", "smtpd_milter_maps=cidr:"+table)
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.Fail, "192.168.0.1: DISABLE")
+	if !r.Failed() {
+		t.Fatal("not failed")
+	}
+
+	writeTable("[::1]/128 inet:127.0.0.1:8891\n")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.Fail, `::1: "inet:127.0.0.1:8891" without bccguard`)
+
+	// A list with bccguard, and DISABLE for a network outside mynetworks:
+	// still a warning, since the map decides for the clients it matches.
+	writeTable("192.168.0.0/16 inet:127.0.0.1:8891, " + addr + "\n10.0.0.0/8 DISABLE\n")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.Warn, "192.168.0.1: a list with bccguard")
+	if r.Failed() {
+		t.Fatal("failed")
+	}
+
+	// Set by -o on a submission service only.
+	cd.Postconf(t, "-e", "smtpd_milter_maps=")
+	writeTable("127.0.0.0/8 DISABLE\n")
+	cd.Postconf(t, "-Me", "submission/inet=submission inet n - y - - smtpd -o smtpd_milter_maps=cidr:"+table)
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.Fail, "-o smtpd_milter_maps of submission/inet in master.cf")
+}
