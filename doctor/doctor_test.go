@@ -201,7 +201,7 @@ func TestDefaultActionAccept(t *testing.T) {
 	// The braced per-milter form overrides main.cf.
 	braced := "{ " + addr + ", default_action=accept }"
 	r = run(t, right(t, addr, map[string]string{"smtpd_milters": braced, "non_smtpd_milters": addr}).Dir(), addr, city)
-	want(t, r, "milter_default_action", doctor.Fail, "default_action in the braced smtpd_milters entry is accept")
+	want(t, r, "milter_default_action", doctor.Fail, "default_action in the braced entry of smtpd_milters in main.cf is accept")
 	r = run(t, right(t, addr, map[string]string{"milter_default_action": "quarantine"}).Dir(), addr, city)
 	want(t, r, "milter_default_action", doctor.Warn, "releasing it delivers it unconverted")
 	if r.Failed() {
@@ -461,4 +461,18 @@ func TestSMTPDMilterMaps(t *testing.T) {
 	cd.Postconf(t, "-Me", "submission/inet=submission inet n - y - - smtpd -o smtpd_milter_maps=cidr:"+table)
 	r = run(t, cd.Dir(), addr, city)
 	want(t, r, "smtpd_milter_maps", doctor.Fail, "-o smtpd_milter_maps of submission/inet in master.cf")
+}
+
+// The braced per-milter default_action inside a master.cf -o counts: a
+// submission service whose bccguard entry says accept fails.
+func TestBracedDefaultActionInMasterOverride(t *testing.T) {
+	addr := inetMilter(t)
+	cd := right(t, addr, nil)
+	cd.Postconf(t, "-Me", "submission/inet=submission inet n - y - - smtpd -o { smtpd_milters = { "+addr+", default_action=accept } }")
+	r := run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milters", doctor.OK, "-o smtpd_milters of submission/inet in master.cf has "+addr)
+	want(t, r, "milter_default_action", doctor.Fail, "default_action in the braced entry of -o smtpd_milters of submission/inet in master.cf is accept (smtpd submission/inet)")
+	if !r.Failed() {
+		t.Fatal("not failed")
+	}
 }

@@ -167,7 +167,7 @@ func (e *env) postfixAddress(p *milterPath) string {
 // per-milter attribute, or the parameter as the service sees it.
 func (e *env) setting(p *milterPath, attr, param string) (value, where string) {
 	if v, ok := p.entries[p.bccguard].Attrs[attr]; ok {
-		return v, attr + " in the braced " + p.param + " entry"
+		return v, attr + " in the braced entry of " + p.where(p.param)
 	}
 	return e.postfix.Param(p.svc, param), p.where(param)
 }
