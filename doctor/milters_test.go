@@ -3,6 +3,7 @@ package doctor
 import (
 	"net"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -99,9 +100,18 @@ func TestSplitServiceKey(t *testing.T) {
 	}
 }
 
-func TestBuildInfoLabels(t *testing.T) {
-	got := labels(`goversion="go1.26.8",version="bccguard 1.2.0 \"x\\y\" go1.26.8 linux/amd64"} 1`)
-	if got["goversion"] != "go1.26.8" || got["version"] != `bccguard 1.2.0 "x\y" go1.26.8 linux/amd64` {
-		t.Fatalf("%q", got)
+func TestBuildInfoVersion(t *testing.T) {
+	page := "# HELP bccguard_build_info Build.\n# TYPE bccguard_build_info gauge\n" +
+		`bccguard_build_info{goversion="go1.26.8",version="bccguard 1.2.0 \"x\\y\" go1.26.8 linux/amd64"} 1` + "\n" +
+		"# TYPE other gauge\nother 2\n"
+	got, err := buildInfoVersion(strings.NewReader(page))
+	if err != nil || got != `bccguard 1.2.0 "x\y" go1.26.8 linux/amd64` {
+		t.Fatalf("%q, %v", got, err)
+	}
+	if _, err := buildInfoVersion(strings.NewReader("other 2\n")); err == nil {
+		t.Fatal("no error without bccguard_build_info")
+	}
+	if _, err := buildInfoVersion(strings.NewReader("<html>not metrics</html>\n")); err == nil {
+		t.Fatal("no error on a page that is not metrics")
 	}
 }
