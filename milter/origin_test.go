@@ -9,6 +9,7 @@ import (
 
 	"github.com/bccguard/bccguard/internal/miltertest"
 	"github.com/bccguard/bccguard/internal/syncbuf"
+	"github.com/bccguard/bccguard/policy"
 )
 
 // TestUnqualifiedOriginWarnedHourly: mail from a dotless sender domain or
@@ -61,6 +62,30 @@ func TestUnqualifiedOriginWarnedHourly(t *testing.T) {
 	send("root@vm")
 	if n := warnings("vm"); n != 2 {
 		t.Fatalf("%d warnings for vm after an hour, want 2", n)
+	}
+}
+
+// TestUnqualifiedOriginCoveredNotWarned: a rule that covers the dotless
+// domain is the admin's choice; mail from it is checked, nothing to warn.
+func TestUnqualifiedOriginCoveredNotWarned(t *testing.T) {
+	log := &syncbuf.Buffer{}
+	cfg := cityPolicy(t, nil)
+	vm, err := policy.ParseDomainPattern("vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Internal = append(cfg.Internal, vm)
+	addr, _, _ := startServerWith(t, cfg, func(s *Server) {
+		s.log = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	})
+	s := miltertest.Dial(t, "tcp", addr)
+	s.Send(t, miltertest.Message{Sender: "root@vm", QueueID: "Q1",
+		Header: [][2]string{{"To", "a@ext.example, b@other.example"}}})
+	s.Send(t, miltertest.Message{Sender: "root@vm", QueueID: "Q2",
+		Header: [][2]string{{"To", "a@ext.example"}}})
+	s.Close()
+	if strings.Contains(log.String(), "unqualified") {
+		t.Errorf("covered domain vm warned about:\n%s", log)
 	}
 }
 
