@@ -186,7 +186,7 @@ func (d *testDaemon) scrape(t *testing.T, path string) string {
 	t.Helper()
 	rec := &responseRecorder{}
 	req, _ := http.NewRequest("GET", path, nil)
-	d.metrics.Handler(d.ready.Load).ServeHTTP(rec, req)
+	d.metrics.Handler(d.readiness).ServeHTTP(rec, req)
 	return rec.String()
 }
 

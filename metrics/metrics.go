@@ -24,6 +24,7 @@ type Metrics struct {
 	parseErrors  *prometheus.CounterVec
 	latency      prometheus.Histogram
 	sessions     prometheus.Gauge
+	refused      prometheus.Counter
 	panics       prometheus.Counter
 	reloads      *prometheus.CounterVec
 	configLoaded prometheus.Gauge
@@ -55,6 +56,10 @@ func New(version string) *Metrics {
 			Name: "bccguard_sessions_in_flight",
 			Help: "Milter sessions currently open.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bccguard_sessions_refused_total",
+			Help: "Milter connections closed at once because the session cap was reached (Postfix tempfails their mail).",
+		}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bccguard_panics_total",
 			Help: "Panics recovered inside a session; the message was tempfailed.",
@@ -78,7 +83,7 @@ func New(version string) *Metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	m.registry.MustRegister(m.messages, m.moved, m.parseErrors, m.latency, m.sessions,
-		m.panics, m.reloads, m.configLoaded, m.configLoad, build,
+		m.refused, m.panics, m.reloads, m.configLoaded, m.configLoad, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make the labelled series visible at zero from the start, so that
 	// rate() and alerts work before the first event.
@@ -116,6 +121,9 @@ func (m *Metrics) SessionOpened() { m.sessions.Inc() }
 // SessionClosed is the counterpart of SessionOpened.
 func (m *Metrics) SessionClosed() { m.sessions.Dec() }
 
+// SessionRefused counts a connection refused at the session cap.
+func (m *Metrics) SessionRefused() { m.refused.Inc() }
+
 // Panicked counts a recovered panic.
 func (m *Metrics) Panicked() { m.panics.Inc() }
 
@@ -138,16 +146,17 @@ func (m *Metrics) ConfigLoaded(t time.Time) {
 }
 
 // Handler serves /metrics, /healthz (the process is alive) and /readyz
-// (ready reports whether the milter listens with a valid config).
-func (m *Metrics) Handler(ready func() bool) http.Handler {
+// (ready returns nil when the milter listens with a valid config and can
+// take sessions, else the reason, which /readyz prints with its 503).
+func (m *Metrics) Handler(ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))

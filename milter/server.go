@@ -13,7 +13,6 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
-	"golang.org/x/net/netutil"
 
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/metrics"
@@ -33,17 +32,36 @@ const Protocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoRcpt
 	gomilter.OptNoMailReply | gomilter.OptNoHeaderReply
 
 // MaxSessions caps the milter sessions served at once; further connections
-// wait in the listen backlog (Postfix then applies milter_connect_timeout
-// and milter_default_action), so that idle connections from a local user
+// are closed at once (Postfix then applies milter_default_action), counted
+// and reported by /readyz, so that idle connections from a local user
 // cannot exhaust the daemon's file descriptors.
 const MaxSessions = 2000
 
-// sessionIdleTimeout ends a session that sends nothing for this long, so
-// that dead connections do not pile up. Postfix sends nothing between MAIL
-// FROM and the header fields, which it passes only after the whole DATA
-// has arrived: a large message over a slow link can take an hour, so it is
-// generous.
-const sessionIdleTimeout = 3 * time.Hour
+// MaxPacketSize is the largest milter packet bccguard reads; a longer one
+// ends the session. Postfix's largest packets are a body chunk (64 KiB
+// unless a larger size is negotiated, at most 1 MiB) and a header field,
+// bounded by header_size_limit (100 KiB by default). Packets are read as
+// their bytes arrive, so a claimed length costs nothing before that.
+const MaxPacketSize = 1 << 20
+
+// messageIdleTimeout ends a session that sends nothing for this long
+// inside a message. Postfix sends nothing between MAIL FROM and the header
+// fields, which it passes only after the whole DATA has arrived: a large
+// message over a slow link can take an hour, so it is generous.
+const messageIdleTimeout = 3 * time.Hour
+
+// sessionIdleTimeout ends a session that sends nothing for this long
+// outside a message (after negotiation, or after end-of-message or abort).
+// Postfix's smtpd waits at most smtpd_timeout (300 s) for each client
+// command, and keeps its milter connections for the SMTP session: twice
+// that covers a client that pauses before its next MAIL FROM. A client
+// idle longer has its next message tempfailed (Postfix finds the milter
+// gone) and retried; what it buys is that idle connections cannot hold
+// the session cap for hours.
+const sessionIdleTimeout = 10 * time.Minute
+
+// capWarnInterval spaces the warnings about refused sessions.
+const capWarnInterval = time.Minute
 
 // Server is a milter server that applies the current config snapshot.
 type Server struct {
@@ -51,6 +69,13 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	srv     *gomilter.Server
+	limits  limits
+	// limit is the listener that enforces maxSessions, set by Serve.
+	limit atomic.Pointer[limitListener]
+	// lastCapWarn is when the last "cap reached" warning was logged
+	// (Unix nanoseconds); refusedSince counts refusals since then.
+	lastCapWarn  atomic.Int64
+	refusedSince atomic.Int64
 	// decide is policy.Decide; tests replace it before serving to reach
 	// the panic path.
 	decide func(*policy.Config, policy.Message) policy.Decision
@@ -60,19 +85,34 @@ type Server struct {
 // every milter session; swap the pointer to reload. A nil logger discards
 // logs; nil metrics are not collected.
 func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Metrics) *Server {
+	return newServer(c, log, m, defaultLimits)
+}
+
+// limits bound what a session may hold; tests shorten them.
+type limits struct {
+	maxSessions     int64
+	idle, inMessage time.Duration
+}
+
+var defaultLimits = limits{maxSessions: MaxSessions, idle: sessionIdleTimeout, inMessage: messageIdleTimeout}
+
+func newServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Metrics, lim limits) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
 		m = metrics.New("")
 	}
-	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide}
+	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, limits: lim}
+	protocolLog.Store(log)
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
 			return newSession(s)
 		}),
 		gomilter.WithActions(Actions),
-		gomilter.WithReadTimeout(sessionIdleTimeout),
+		gomilter.WithReadTimeout(lim.inMessage),
+		gomilter.WithIdleTimeout(lim.idle),
+		gomilter.WithMaxPacketSize(MaxPacketSize),
 		gomilter.WithProtocols(Protocol),
 		// Postfix sends the queue id at end-of-message by default
 		// (milter_end_of_data_macros); asking for it keeps it there when
@@ -85,7 +125,7 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 // Serve accepts milter connections on ln until Shutdown or Close. It
 // returns nil after a Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.srv.Serve(wrapListener(ln)); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
+	if err := s.srv.Serve(s.wrapListener(ln)); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
 		return fmt.Errorf("milter: serve: %w", err)
 	}
 	return nil
@@ -94,8 +134,46 @@ func (s *Server) Serve(ln net.Listener) error {
 // wrapListener adds buffered I/O and the session cap. The buffering wraps
 // the raw connection (it needs the *net.TCPConn for TCP_QUICKACK); the
 // limit wraps the result.
-func wrapListener(ln net.Listener) net.Listener {
-	return netutil.LimitListener(bufferedListener{ln}, MaxSessions)
+func (s *Server) wrapListener(ln net.Listener) net.Listener {
+	l := &limitListener{Listener: bufferedListener{ln}, max: s.limits.maxSessions, refused: s.refused}
+	s.limit.Store(l)
+	return l
+}
+
+// refused counts a connection refused at the cap, and warns at most once
+// per capWarnInterval.
+func (s *Server) refused() {
+	s.metrics.SessionRefused()
+	n := s.refusedSince.Add(1)
+	now := time.Now().UnixNano()
+	last := s.lastCapWarn.Load()
+	if now-last < int64(capWarnInterval) || !s.lastCapWarn.CompareAndSwap(last, now) {
+		return
+	}
+	s.refusedSince.Add(-n)
+	s.log.Warn("milter: session cap reached, connections refused (Postfix tempfails their mail)",
+		slog.Int64("cap", s.limits.maxSessions), slog.Int64("refused", n))
+}
+
+// Saturated reports why the server cannot take another session, or nil.
+func (s *Server) Saturated() error {
+	if l := s.limit.Load(); l != nil && l.full() {
+		return fmt.Errorf("milter session cap reached (%d sessions open)", s.limits.maxSessions)
+	}
+	return nil
+}
+
+// protocolLog receives go-milter's warnings (malformed packets, read
+// errors, recovered panics: each names its peer). go-milter has one
+// package-wide hook; the daemon runs one Server, whose logger it is.
+var protocolLog atomic.Pointer[slog.Logger]
+
+func init() {
+	gomilter.LogWarning = func(format string, v ...any) {
+		if l := protocolLog.Load(); l != nil {
+			l.Warn("milter protocol: " + fmt.Sprintf(format, v...))
+		}
+	}
 }
 
 // Shutdown stops accepting connections and waits for the sessions in
