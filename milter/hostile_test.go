@@ -184,7 +184,7 @@ func startLimited(t *testing.T, lim limits, logs io.Writer) (string, *Server) {
 }
 
 func TestIdleSessionTimesOutOnlyOutsideAMessage(t *testing.T) {
-	addr, _ := startLimited(t, limits{maxSessions: 10, idle: 300 * time.Millisecond, inMessage: time.Minute}, io.Discard)
+	addr, _ := startLimited(t, limits{maxSessions: 10, idle: 2 * time.Second, inMessage: time.Minute, pressureIdle: time.Hour}, io.Discard)
 
 	// Negotiated, then silent: closed after the idle time.
 	expectClosed(t, rawDial(t, addr, true), 10*time.Second)
@@ -195,12 +195,12 @@ func TestIdleSessionTimesOutOnlyOutsideAMessage(t *testing.T) {
 	if err := s.Begin(cityMessage); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	time.Sleep(4 * time.Second)
 	if _, _, err := s.Finish(); err != nil {
 		t.Fatalf("session inside a message was cut: %v", err)
 	}
 	// After end-of-message the idle time applies again.
-	time.Sleep(time.Second)
+	time.Sleep(4 * time.Second)
 	if err := s.Begin(cityMessage); err == nil {
 		if _, _, err = s.Finish(); err == nil {
 			t.Fatal("session idle after end-of-message still open")
@@ -210,7 +210,7 @@ func TestIdleSessionTimesOutOnlyOutsideAMessage(t *testing.T) {
 
 func TestSessionCapRefusesCountsAndShowsInReadyz(t *testing.T) {
 	var logs syncbuf.Buffer
-	addr, srv := startLimited(t, limits{maxSessions: 2, idle: time.Hour, inMessage: time.Hour}, &logs)
+	addr, srv := startLimited(t, limits{maxSessions: 2, idle: time.Hour, inMessage: time.Hour, pressureIdle: time.Hour}, &logs)
 	readyz := func() (int, string) {
 		rec := httptest.NewRecorder()
 		srv.metrics.Handler(srv.Saturated).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
@@ -252,4 +252,31 @@ func TestSessionCapRefusesCountsAndShowsInReadyz(t *testing.T) {
 		t.Fatalf("readyz below the cap: %d", code)
 	}
 	expectServes(t, miltertest.Dial(t, "tcp", addr))
+}
+
+// TestSilentSessionsGiveWayUnderPressure: with the cap nearly reached, a
+// new connection closes the sessions that have been silent too long (a
+// crowd held on purpose, even after MAIL FROM), and never one that talks.
+func TestSilentSessionsGiveWayUnderPressure(t *testing.T) {
+	var logs syncbuf.Buffer
+	addr, srv := startLimited(t, limits{maxSessions: 3, idle: time.Hour, inMessage: time.Hour, pressureIdle: time.Second}, &logs)
+	talker := miltertest.Dial(t, "tcp", addr)
+	silent := rawDial(t, addr, true)
+	silentInMessage := rawDial(t, addr, true)
+	silentInMessage.Write(rawPacket('M', "<x>"))
+	// The talker sends a message every 100 ms for three times the limit.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		expectServes(t, talker)
+		time.Sleep(100 * time.Millisecond)
+	}
+	expectServes(t, miltertest.Dial(t, "tcp", addr))
+	expectClosed(t, silent, 10*time.Second)
+	expectClosed(t, silentInMessage, 10*time.Second)
+	expectServes(t, talker)
+	if got := scrape(t, srv); !strings.Contains(got, "bccguard_sessions_evicted_total 2") || !strings.Contains(got, "bccguard_sessions_refused_total 0") {
+		t.Fatalf("evictions not counted as such:\n%s", got)
+	}
+	if !strings.Contains(logs.String(), "evicted=2") {
+		t.Fatalf("no warning:\n%s", logs.String())
+	}
 }

@@ -31,17 +31,29 @@ const Protocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoRcpt
 	gomilter.OptNoData | gomilter.OptNoUnknown | gomilter.OptNoEOH | gomilter.OptNoBody |
 	gomilter.OptNoMailReply | gomilter.OptNoHeaderReply
 
-// MaxSessions caps the milter sessions served at once; further connections
-// are closed at once (Postfix then applies milter_default_action), counted
-// and reported by /readyz, so that idle connections from a local user
-// cannot exhaust the daemon's file descriptors.
+// MaxSessions caps the milter sessions served at once, so that
+// connections from a local user cannot exhaust the daemon's file
+// descriptors. From nine tenths of it on, sessions silent for
+// pressureIdleTimeout are closed to make room for new ones; a connection
+// that still finds no room is closed at once (Postfix then applies
+// milter_default_action), counted and reported by /readyz.
 const MaxSessions = 2000
+
+// pressureIdleTimeout is how long a session may stay silent while the
+// cap is nearly reached. Postfix's own sessions talk: each message sends
+// MAIL FROM, the header and end-of-message; what stays silent for a
+// minute with the daemon that busy is almost always a connection held
+// on purpose. A message whose DATA takes longer than this while the cap
+// is nearly full is tempfailed and retried.
+const pressureIdleTimeout = time.Minute
 
 // MaxPacketSize is the largest milter packet bccguard reads; a longer one
 // ends the session. Postfix's largest packets are a body chunk (64 KiB
-// unless a larger size is negotiated, at most 1 MiB) and a header field,
-// bounded by header_size_limit (100 KiB by default). Packets are read as
-// their bytes arrive, so a claimed length costs nothing before that.
+// with the default negotiation) and a header field, bounded by
+// header_size_limit (100 KiB by default; an admin who raises it near
+// 1 MiB would see such mail tempfailed). Packets are read in 64 KiB
+// chunks as their bytes arrive, so a claimed length costs at most one
+// chunk before that.
 const MaxPacketSize = 1 << 20
 
 // messageIdleTimeout ends a session that sends nothing for this long
@@ -52,15 +64,16 @@ const messageIdleTimeout = 3 * time.Hour
 
 // sessionIdleTimeout ends a session that sends nothing for this long
 // outside a message (after negotiation, or after end-of-message or abort).
-// Postfix's smtpd waits at most smtpd_timeout (300 s) for each client
-// command, and keeps its milter connections for the SMTP session: twice
-// that covers a client that pauses before its next MAIL FROM. A client
-// idle longer has its next message tempfailed (Postfix finds the milter
-// gone) and retried; what it buys is that idle connections cannot hold
-// the session cap for hours.
-const sessionIdleTimeout = 10 * time.Minute
+// Postfix's smtpd opens its milter connections when the SMTP session
+// starts and sends bccguard nothing until MAIL FROM; in between a client
+// may send commands (EHLO, STARTTLS, AUTH, NOOP keep-alives), each within
+// smtpd_timeout (300 s), until smtpd_junk_command_limit and the error
+// limits end it. An hour covers such sessions; if the milter is gone,
+// Postfix tempfails that session's next message (milter_default_action).
+// Silent crowds are handled by pressureIdleTimeout, not by this.
+const sessionIdleTimeout = time.Hour
 
-// capWarnInterval spaces the warnings about refused sessions.
+// capWarnInterval spaces the warnings about refused and evicted sessions.
 const capWarnInterval = time.Minute
 
 // Server is a milter server that applies the current config snapshot.
@@ -76,9 +89,12 @@ type Server struct {
 	// (Unix nanoseconds); refusedSince counts refusals since then.
 	lastCapWarn  atomic.Int64
 	refusedSince atomic.Int64
+	evictedSince atomic.Int64
 	// decide is policy.Decide; tests replace it before serving to reach
 	// the panic path.
 	decide func(*policy.Config, policy.Message) policy.Decision
+	// origins warns about unqualified local sender domains.
+	origins *originWarner
 }
 
 // NewServer returns a server reading the config from c at the start of
@@ -90,11 +106,13 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 
 // limits bound what a session may hold; tests shorten them.
 type limits struct {
+	pressureIdle    time.Duration
 	maxSessions     int64
 	idle, inMessage time.Duration
 }
 
-var defaultLimits = limits{maxSessions: MaxSessions, idle: sessionIdleTimeout, inMessage: messageIdleTimeout}
+var defaultLimits = limits{maxSessions: MaxSessions, idle: sessionIdleTimeout, inMessage: messageIdleTimeout,
+	pressureIdle: pressureIdleTimeout}
 
 func newServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Metrics, lim limits) *Server {
 	if log == nil {
@@ -103,7 +121,7 @@ func newServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 	if m == nil {
 		m = metrics.New("")
 	}
-	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, limits: lim}
+	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, limits: lim, origins: newOriginWarner()}
 	protocolLog.Store(log)
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
@@ -113,6 +131,7 @@ func newServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 		gomilter.WithReadTimeout(lim.inMessage),
 		gomilter.WithIdleTimeout(lim.idle),
 		gomilter.WithMaxPacketSize(MaxPacketSize),
+		gomilter.WithPanicHandler(s.sessionPanicked),
 		gomilter.WithProtocols(Protocol),
 		// Postfix sends the queue id at end-of-message by default
 		// (milter_end_of_data_macros); asking for it keeps it there when
@@ -135,24 +154,46 @@ func (s *Server) Serve(ln net.Listener) error {
 // the raw connection (it needs the *net.TCPConn for TCP_QUICKACK); the
 // limit wraps the result.
 func (s *Server) wrapListener(ln net.Listener) net.Listener {
-	l := &limitListener{Listener: bufferedListener{ln}, max: s.limits.maxSessions, refused: s.refused}
+	l := &limitListener{Listener: bufferedListener{ln}, max: s.limits.maxSessions, pressureIdle: s.limits.pressureIdle,
+		refused: s.refused, evicted: s.evicted}
 	s.limit.Store(l)
 	return l
 }
 
-// refused counts a connection refused at the cap, and warns at most once
-// per capWarnInterval.
+// refused counts a connection refused at the cap.
 func (s *Server) refused() {
 	s.metrics.SessionRefused()
-	n := s.refusedSince.Add(1)
+	s.refusedSince.Add(1)
+	s.warnCap()
+}
+
+// evicted counts silent sessions closed to make room.
+func (s *Server) evicted(n int) {
+	s.metrics.SessionsEvicted(n)
+	s.evictedSince.Add(int64(n))
+	s.warnCap()
+}
+
+// warnCap says, at most once per capWarnInterval, what the cap cost since
+// the last warning.
+func (s *Server) warnCap() {
 	now := time.Now().UnixNano()
 	last := s.lastCapWarn.Load()
 	if now-last < int64(capWarnInterval) || !s.lastCapWarn.CompareAndSwap(last, now) {
 		return
 	}
-	s.refusedSince.Add(-n)
-	s.log.Warn("milter: session cap reached, connections refused (Postfix tempfails their mail)",
-		slog.Int64("cap", s.limits.maxSessions), slog.Int64("refused", n))
+	refused, evicted := s.refusedSince.Swap(0), s.evictedSince.Swap(0)
+	s.log.Warn("milter: session cap reached: silent sessions closed, connections refused (Postfix tempfails their mail); see docs/reliability.md",
+		slog.Int64("cap", s.limits.maxSessions), slog.Duration("silent_for", s.limits.pressureIdle),
+		slog.Int64("evicted", evicted), slog.Int64("refused", refused))
+}
+
+// sessionPanicked is go-milter's report of a panic it recovered in a
+// session (which it ended, answering tempfail where Postfix waits).
+func (s *Server) sessionPanicked(peer string, recovered any, stack []byte) {
+	s.metrics.Panicked()
+	s.log.Error("panic in milter session; session ended, its message tempfailed", slog.String("peer", peer),
+		slog.Any("panic", recovered), slog.String("stack", string(stack)))
 }
 
 // Saturated reports why the server cannot take another session, or nil.

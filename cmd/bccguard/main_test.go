@@ -135,3 +135,61 @@ func TestAuditHash(t *testing.T) {
 		t.Fatalf("without hash mode: %d %s", code, errOut)
 	}
 }
+
+// TestCheckReadsReturnPath: a delivered copy's Return-Path is the envelope
+// sender the daemon saw. A script's mail (From staff, envelope root@vm)
+// passed unchecked; check must say so, not convert it on From's word.
+func TestCheckReadsReturnPath(t *testing.T) {
+	cfg := writeConfig(t, "internal_domains: [city.example.jp]\n")
+	delivered := "Return-Path: <root@vm>\r\n" + twoExternal
+	code, out, _ := runCmd(t, delivered, "check", "-c", cfg, "-")
+	if code != 0 || !strings.Contains(out, "action:     pass") ||
+		!strings.Contains(out, "sender:     root@vm (from Return-Path; rule: none)") ||
+		!strings.Contains(out, "sender domain vm is not in internal_domains") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// --from wins over Return-Path.
+	code, out, _ = runCmd(t, delivered, "check", "-c", cfg, "--from", "staff@city.example.jp", "-")
+	if code != 0 || !strings.Contains(out, "action:     convert") || !strings.Contains(out, "(from --from; rule: internal_domains)") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// A bounce's copy: Return-Path <>.
+	code, out, _ = runCmd(t, "Return-Path: <>\r\n"+twoExternal, "check", "-c", cfg, "--json", "-")
+	var r checkResult
+	if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r.Sender != "" || r.SenderSource != "Return-Path" || r.Action != "pass" {
+		t.Fatalf("exit %d, %v: %+v", code, err, r)
+	}
+	// The null sender with a comment, blanks inside the brackets, or
+	// folded: still the null sender, never ">  (bounce)".
+	for _, rp := range []string{"<>  (bounce)", "< >", "<\r\n >", "(mailer-daemon) <> (x)"} {
+		code, out, _ = runCmd(t, "Return-Path: "+rp+"\r\n"+twoExternal, "check", "-c", cfg, "--json", "-")
+		var r checkResult
+		if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r.Sender != "" || r.SenderSource != "Return-Path" || r.Action != "pass" {
+			t.Fatalf("Return-Path %q: exit %d, %v: %+v", rp, code, err, r)
+		}
+	}
+	// A folded address with a comment.
+	code, out, _ = runCmd(t, "Return-Path:\r\n <root@vm> (local)\r\n"+twoExternal, "check", "-c", cfg, "-")
+	if code != 0 || !strings.Contains(out, "sender:     root@vm (from Return-Path") {
+		t.Fatalf("folded: exit %d:\n%s", code, out)
+	}
+	// Several fields (a message delivered, forwarded, delivered again):
+	// the first is the newest.
+	code, out, _ = runCmd(t, "Return-Path: <root@vm>\r\nReturn-Path: <staff@city.example.jp>\r\n"+twoExternal, "check", "-c", cfg, "-")
+	if code != 0 || !strings.Contains(out, "sender:     root@vm (from Return-Path") {
+		t.Fatalf("two fields: exit %d:\n%s", code, out)
+	}
+	// Without either, From is used, and the output says so.
+	code, out, _ = runCmd(t, twoExternal, "check", "-c", cfg, "-")
+	if code != 0 || !strings.Contains(out, "(from the From field, not the envelope: see --from; rule: internal_domains)") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestDoctorUnreadablePostfix(t *testing.T) {
+	cfg := writeConfig(t, "internal_domains: [city.example.jp]\n")
+	code, _, errOut := runCmd(t, "", "doctor", "--config", cfg, "--postfix-config", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "doctor: read Postfix configuration: postconf -c") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}

@@ -20,6 +20,7 @@ type options struct {
 	readTimeout, writeTimeout   time.Duration
 	idleTimeout                 time.Duration
 	maxPacketSize               uint32
+	panicHandler                func(peer string, recovered any, stack []byte)
 	offeredMaxData, usedMaxData DataSize
 	macrosByStage               macroRequests
 	newMilter                   NewMilterFunc
@@ -213,5 +214,15 @@ func WithIdleTimeout(timeout time.Duration) Option {
 func WithMaxPacketSize(size uint32) Option {
 	return func(h *options) {
 		h.maxPacketSize = size
+	}
+}
+
+// WithPanicHandler sets what a [Server] calls when a session panics (in a
+// [Milter] backend or in this library), instead of logging the panic with
+// [LogWarning]. The session is ended either way; peer names the MTA end of
+// its connection.
+func WithPanicHandler(h func(peer string, recovered any, stack []byte)) Option {
+	return func(o *options) {
+		o.panicHandler = h
 	}
 }

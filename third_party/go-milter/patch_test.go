@@ -1,9 +1,11 @@
 package milter
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,6 +36,49 @@ func TestServer_PanicEndsOnlyTheSession(t *testing.T) {
 	}
 	if _, err := w.session.Rcpt("b@example.com", ""); err == nil {
 		t.Fatal("session still open after a panic")
+	}
+}
+
+// WithPanicHandler receives the panic and the peer instead of the log.
+func TestServer_PanicHandler(t *testing.T) {
+	got := make(chan string, 1)
+	macros := NewMacroBag()
+	w := newServerClient(t, macros, []Option{
+		WithMilter(func() Milter { return panicMilter{} }),
+		WithPanicHandler(func(peer string, r any, _ []byte) { got <- peer + " " + r.(string) }),
+	}, nil)
+	t.Cleanup(w.Cleanup)
+	w.session.Conn("localhost", FamilyInet, 2525, "127.0.0.1")
+	w.session.Helo("localhost")
+	w.session.Mail("a@example.com", "")
+	select {
+	case s := <-got:
+		if !strings.HasPrefix(s, "tcp:127.0.0.1:") || !strings.HasSuffix(s, " boom") {
+			t.Fatalf("handler got %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("panic handler not called")
+	}
+}
+
+// Macro packets are bounded: Postfix sends a handful of short macros.
+func TestServer_MacroLimits(t *testing.T) {
+	s := &serverSession{macros: newMacroStages()}
+	small := &wire.Message{Code: wire.CodeMacro, Data: []byte("Mi\x00ABC\x00")}
+	if _, err := s.processMsg(NoOpMilter{}, small); err != nil {
+		t.Fatalf("small macro packet: %v", err)
+	}
+	many := &wire.Message{Code: wire.CodeMacro, Data: append([]byte("M"), bytes.Repeat([]byte("a\x00b\x00"), maxMacroPairs+1)...)}
+	if _, err := s.processMsg(NoOpMilter{}, many); err == nil {
+		t.Fatal("too many macros accepted")
+	}
+	large := &wire.Message{Code: wire.CodeMacro, Data: append([]byte("Mi\x00"), bytes.Repeat([]byte("x"), maxMacroData)...)}
+	if _, err := s.processMsg(NoOpMilter{}, large); err == nil {
+		t.Fatal("oversized macro packet accepted")
+	}
+	unknown := &wire.Message{Code: wire.CodeMacro, Data: []byte("Zi\x00ABC\x00")}
+	if _, err := s.processMsg(NoOpMilter{}, unknown); err == nil {
+		t.Fatal("macro for an unknown command kept the session")
 	}
 }
 

@@ -362,7 +362,11 @@ func (m *serverSession) recoverPanic() {
 	if r == nil {
 		return
 	}
-	m.warn("panic in milter session: %v\n%s", r, debug.Stack())
+	if h := m.server.options.panicHandler; h != nil {
+		h(m.peer, r, debug.Stack())
+	} else {
+		m.warn("panic in milter session: %v\n%s", r, debug.Stack())
+	}
 	m.mu.Lock()
 	conn := m.conn
 	m.mu.Unlock()

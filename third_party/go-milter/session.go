@@ -16,6 +16,14 @@ import (
 
 var errCloseSession = errors.New("stop current milter processing")
 
+// A macro packet holds at most maxMacroData bytes and maxMacroPairs
+// name/value pairs. Postfix sends a handful of macros per stage
+// (milter_*_macros), each value at most a few hundred bytes.
+const (
+	maxMacroData  = 16 * 1024
+	maxMacroPairs = 128
+)
+
 // serverSession keeps session state during MTA communication
 type serverSession struct {
 	server      *Server
@@ -273,11 +281,14 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 		if len(msg.Data) < 2 {
 			return nil, fmt.Errorf("milter: header: unexpected data size: %d", len(msg.Data))
 		}
-		headerData := wire.DecodeCStrings(msg.Data)
-		if len(headerData) != 2 {
-			return nil, fmt.Errorf("milter: header: unexpected number of strings: %d", len(headerData))
+		// Two C strings (the last NUL optional). Cut rather than split:
+		// a packet of NULs must not become a million strings.
+		name, rest, ok := wire.CutCString(msg.Data)
+		value, after, _ := wire.CutCString(rest)
+		if !ok || len(rest) == 0 || len(after) != 0 {
+			return nil, fmt.Errorf("milter: header: not a name and a value")
 		}
-		resp, err := backend.Header(headerData[0], headerData[1], m.modifier.withState(modifierStateProgressOnly))
+		resp, err := backend.Header(name, value, m.modifier.withState(modifierStateProgressOnly))
 		m.macros.DelStageAndAbove(StageEndMarker)
 		return resp, err
 
@@ -309,6 +320,11 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 		if len(msg.Data) == 0 {
 			return nil, fmt.Errorf("milter: macro: unexpected data size: %d", len(msg.Data))
 		}
+		// Each stage keeps its last macro packet until the next one or
+		// the end of the message: bound what a peer can make us keep.
+		if len(msg.Data) > maxMacroData || bytes.Count(msg.Data[1:], []byte{0}) > 2*maxMacroPairs {
+			return nil, fmt.Errorf("milter: macro: more than %d bytes or %d macros", maxMacroData, maxMacroPairs)
+		}
 		var stage MacroStage
 		switch msg.MacroCode() {
 		case wire.CodeConn:
@@ -328,8 +344,9 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 		case wire.CodeUnknown, wire.CodeHeader, wire.CodeAbort, wire.CodeBody:
 			stage = StageEndMarker // this stage gets cleared after the command
 		default:
-			m.warn("MTA sent macro for %c. we cannot handle this so we ignore it", msg.MacroCode())
-			return nil, nil
+			// No MTA sends this; a peer that does could flood the log
+			// with one warning per packet, so end the session instead.
+			return nil, fmt.Errorf("milter: macro: for unknown command %q", msg.MacroCode())
 		}
 		m.macros.DelStageAndAbove(stage)
 		// convert data to Go strings
