@@ -51,8 +51,9 @@ deb-test:
 	.ci/deb-test
 
 # Builds both packages, checks the .rpm's metadata and scriptlets, installs it
-# into a scratch root and compares it with the .deb (Debian, needs rpm and
-# shellcheck; installs nothing on this machine).
+# into a scratch root and compares it with the .deb, compiles the SELinux
+# module (root, Debian with rpm, shellcheck, checkpolicy, semodule-utils;
+# installs nothing on this machine).
 rpm-test:
 	.ci/rpm-test
 
