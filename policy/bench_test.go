@@ -42,3 +42,22 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHostileQuotes reads To fields of never-closed quoted strings
+// and of unbalanced comments, at two sizes: the time per byte must stay
+// flat (linear), as ns/op of the larger is four times the smaller.
+func BenchmarkHostileQuotes(b *testing.B) {
+	for _, shape := range []struct{ name, unit string }{
+		{"quotes", `"\`}, {"comments", "(@"}, {"encoded", "=?a?b?"}, {"ats", "a @"},
+	} {
+		for _, size := range []int{64 << 10, 256 << 10} {
+			v := "a@ext.example, " + strings.Repeat(shape.unit, size/len(shape.unit))
+			b.Run(fmt.Sprintf("%s/%dKiB", shape.name, size>>10), func(b *testing.B) {
+				b.SetBytes(int64(len(v)))
+				for b.Loop() {
+					ParseAddressField(v)
+				}
+			})
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"bytes"
+	"encoding/base64"
 	"strings"
 	"unicode/utf8"
 )
@@ -10,8 +12,10 @@ import (
 // quoted strings and encoded-words, angle addresses, groups), allocating
 // only the result. It returns ok=false, and leaves the field to the full
 // parser, on anything less common: comments, quoted local parts, address
-// literals, nested groups, a quoted display name holding an "@", invalid
-// UTF-8, or any syntax error. When it returns ok, it found exactly the
+// literals, nested groups, a quoted display name holding an "@", an
+// encoded-word that may decode to one, an addr-spec that is not ASCII
+// (IDN domains, and the Japanese separators that can run addresses
+// together), invalid UTF-8, or any syntax error. When it returns ok, it found exactly the
 // addr-specs net/mail finds (FuzzScanList checks that), except that
 // net/mail fails on an encoded-word it cannot decode where the scanner,
 // which does not decode names, does not; the addresses are the same.
@@ -96,11 +100,14 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	var ok bool
 	switch {
 	case p.s[p.i] == '@' && words == 1 && last.end == p.i:
+		if asciiAtextEnd(p.s, last.start) != last.end {
+			return false
+		}
 		addr, ok = p.addrSpecFrom(last.start)
 	case p.s[p.i] == '<':
 		p.i++
 		start := p.i
-		p.i = atextEnd(p.s, p.i)
+		p.i = asciiAtextEnd(p.s, p.i)
 		if p.eof() || p.s[p.i] != '@' {
 			return false
 		}
@@ -148,7 +155,7 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 		switch {
 		case c == '"':
 			end := closingQuote(p.s, p.i+1)
-			if end < 0 || !plainQuoted(p.s[p.i+1:end]) {
+			if end < 0 || !plainQuoted(p.s[p.i+1:end]) || mayHideAddress(p.s[p.i+1:end]) {
 				// Unterminated, or an address or escape inside: the
 				// full parser and the embedded-address check decide.
 				return 0, span{}, false
@@ -159,6 +166,9 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 		case atext[c]:
 			start := p.i
 			p.i = atextEnd(p.s, p.i)
+			if c == '=' && mayHideAddress(p.s[start:p.i]) {
+				return 0, span{}, false
+			}
 			words++
 			last = span{start, p.i}
 		default:
@@ -191,7 +201,7 @@ func (p *scanner) addrSpecFrom(start int) (string, bool) {
 	local := p.s[start:p.i]
 	p.i++ // '@'
 	ds := p.i
-	p.i = atextEnd(p.s, p.i)
+	p.i = asciiAtextEnd(p.s, p.i)
 	if !dotAtom(local) || !dotAtom(p.s[ds:p.i]) {
 		return "", false
 	}
@@ -221,6 +231,67 @@ func dotAtom(s string) bool {
 	return true
 }
 
+// asciiAtextEnd is atextEnd for ASCII only.
+func asciiAtextEnd(s string, i int) int {
+	for i < len(s) && atext[s[i]] && s[i] < 0x80 {
+		i++
+	}
+	return i
+}
+
+// mayHideAddress reports whether s holds an encoded-word that may decode to
+// text with an "@" (a client shows the decoded text), as far as a look
+// without decoding can tell: Q-encoded "@" or "=40", B-encoded text whose
+// bytes hold an "@", or a charset in which ASCII is not itself.
+func mayHideAddress(s string) bool {
+	for {
+		i := strings.Index(s, "=?")
+		if i < 0 {
+			return false
+		}
+		s = s[i+2:]
+		cs, rest, ok1 := strings.Cut(s, "?")
+		enc, rest, ok2 := strings.Cut(rest, "?")
+		text, rest, ok3 := strings.Cut(rest, "?=")
+		if !ok1 || !ok2 || !ok3 {
+			return false
+		}
+		s = rest
+		if !asciiCompatible(cs) {
+			return true
+		}
+		switch enc {
+		case "Q", "q":
+			if strings.Contains(text, "@") || strings.Contains(text, "=40") {
+				return true
+			}
+		case "B", "b":
+			var buf [192]byte
+			if base64.StdEncoding.DecodedLen(len(text)) > len(buf) {
+				return true
+			}
+			n, err := base64.StdEncoding.Decode(buf[:], []byte(text))
+			if err == nil && bytes.IndexByte(buf[:n], '@') >= 0 {
+				return true
+			}
+		}
+	}
+}
+
+// asciiCompatible reports whether ASCII bytes mean ASCII in a charset that
+// Japanese and Western mail uses (ISO-2022-JP only outside its two-byte
+// runs, where a byte 0x40 makes mayHideAddress say yes, to be safe).
+func asciiCompatible(cs string) bool {
+	if i := strings.IndexByte(cs, '*'); i >= 0 {
+		cs = cs[:i] // RFC 2231 language
+	}
+	switch strings.ToLower(cs) {
+	case "utf-8", "us-ascii", "iso-2022-jp", "shift_jis", "euc-jp", "cp932", "windows-31j":
+		return true
+	}
+	return false
+}
+
 // atext holds isAtextByte(c, true) for every byte, for the hot loops.
 var atext = func() (t [256]bool) {
 	for c := range t {
@@ -239,4 +310,18 @@ func isAtextByte(c byte, dot bool) bool {
 		return false
 	}
 	return '!' <= c && c <= '~' || c >= 0x80
+}
+
+// closingQuote returns the index of the quote that ends a quoted string
+// whose content starts at from, honouring backslash escapes; -1 if none.
+func closingQuote(s string, from int) int {
+	for k := from; k < len(s); k++ {
+		switch s[k] {
+		case '\\':
+			k++
+		case '"':
+			return k
+		}
+	}
+	return -1
 }

@@ -8,29 +8,67 @@ import (
 	"github.com/emersion/go-message/mail"
 )
 
+// tally counts the distinct addresses of a visible list.
+type tally struct {
+	total, external int
+	// orgs counts organizations (count: domains): distinct domains, the
+	// organization's own addresses all counting as one. Only counted when
+	// asked for.
+	orgs int
+	seen dedupe
+	// orgSeen holds the external domains counted; ownOrg is set once an
+	// internal address was.
+	orgSeen dedupe
+	ownOrg  bool
+}
+
+// add counts a if its key k is new, and reports whether it was.
+func (t *tally) add(k string, a Address, orgs bool) bool {
+	if !t.seen.add(k) {
+		return false
+	}
+	t.total++
+	if !a.Internal {
+		t.external++
+	}
+	if orgs {
+		switch {
+		case a.Internal:
+			if !t.ownOrg {
+				t.ownOrg = true
+				t.orgs++
+			}
+		case t.orgSeen.add(orgDomain(a)):
+			t.orgs++
+		}
+	}
+	return true
+}
+
 // fieldSet is the parsed content of all fields with one name.
 type fieldSet struct {
+	name   string
 	fields []FieldAddresses
 	values []string
 	// addrs are the distinct addresses in order of appearance.
-	addrs           []Address
-	total, external int
-	seen            dedupe
+	addrs []Address
+	tally
 }
 
-// visible is what recipients see: the To and Cc fields, read.
+// visible is what recipients see: the To and Resent-To fields, and Cc and
+// Resent-Cc when the rule reads them.
 type visible struct {
-	to, cc fieldSet
-	// combinedTotal and combinedExternal count To and Cc as one list
-	// (convert_cc); only set when Cc is read.
-	combinedTotal, combinedExternal int
-	from                            []Field
+	to, cc, resentTo, resentCc fieldSet
+	// combined and resentCombined count To and Cc (Resent-To and
+	// Resent-Cc) as one list; only used with convert_cc.
+	combined, resentCombined tally
+	from                     []Field
 }
 
 func (v *visible) problem() ParseProblem {
 	p := ParseOK
-	for _, fs := range [][]FieldAddresses{v.to.fields, v.cc.fields} {
-		for _, f := range fs {
+	for _, fs := range []*fieldSet{&v.to, &v.cc, &v.resentTo, &v.resentCc} {
+		for _, f := range fs.fields {
 			switch f.Mode {
 			case ParseFailed:
 				return ParseUnreadable
@@ -42,23 +80,43 @@ func (v *visible) problem() ParseProblem {
 	return p
 }
 
-// readVisible reads the To fields (and Cc with withCc) and keeps From for
-// replacement: sender. With parse false it only lists the fields, unread
-// (ParseFailed), so that a conversion can still replace every one: that is
-// what happens to fields over the size limits.
-func readVisible(cfg *Config, h []Field, withCc, parse bool) *visible {
+// list returns the counts of the main list (To, with Cc under convert_cc)
+// or of the resent list (Resent-To, with Resent-Cc).
+func (v *visible) list(resent, withCc bool) *tally {
+	switch {
+	case resent && withCc:
+		return &v.resentCombined
+	case resent:
+		return &v.resentTo.tally
+	case withCc:
+		return &v.combined
+	}
+	return &v.to.tally
+}
+
+// readVisible reads the To and Resent-To fields (and Cc and Resent-Cc with
+// withCc) and keeps From for replacement: sender. With parse false it only
+// lists the fields, unread (ParseFailed), so that a conversion can still
+// replace every one: that is what happens to fields over the size limits.
+// With orgs it also counts organizations (count: domains).
+func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 	v := &visible{}
-	var combined dedupe
+	v.to.name, v.cc.name, v.resentTo.name, v.resentCc.name = "To", "Cc", "Resent-To", "Resent-Cc"
 	for _, f := range h {
 		var fs *fieldSet
+		var combined *tally
 		switch {
 		case strings.EqualFold(f.Name, "To"):
-			fs = &v.to
+			fs, combined = &v.to, &v.combined
 		case withCc && strings.EqualFold(f.Name, "Cc"):
-			fs = &v.cc
+			fs, combined = &v.cc, &v.combined
 		case strings.EqualFold(f.Name, "From"):
 			v.from = append(v.from, f)
 			continue
+		case strings.EqualFold(f.Name, "Resent-To"):
+			fs, combined = &v.resentTo, &v.resentCombined
+		case withCc && strings.EqualFold(f.Name, "Resent-Cc"):
+			fs, combined = &v.resentCc, &v.resentCombined
 		default:
 			continue
 		}
@@ -75,29 +133,65 @@ func readVisible(cfg *Config, h []Field, withCc, parse bool) *visible {
 			fs.addrs = pa.Addrs[:0]
 		}
 		fs.seen.hint += len(pa.Addrs)
-		combined.hint += len(pa.Addrs)
+		combined.seen.hint += len(pa.Addrs)
 		for _, a := range pa.Addrs {
 			k := a.key()
-			a.Internal = cfg.Internal.Contains(a.Domain)
-			if withCc && combined.add(k) {
-				v.combinedTotal++
-				if !a.Internal {
-					v.combinedExternal++
-				}
+			a.Internal = cfg.internal(a)
+			if withCc {
+				combined.add(k, a, orgs)
 			}
 			// To and Cc de-duplicate separately: the same address may be
 			// visible in both.
-			if !fs.seen.add(k) {
-				continue
-			}
-			fs.addrs = append(fs.addrs, a)
-			fs.total++
-			if !a.Internal {
-				fs.external++
+			if fs.add(k, a, orgs) {
+				fs.addrs = append(fs.addrs, a)
 			}
 		}
 	}
 	return v
+}
+
+// internal reports whether a is one of the organization's own addresses.
+// A bare name (no domain) is: Postfix qualifies it with $myorigin. An
+// address whose local part routes it elsewhere (`x%ext.example@city`,
+// `ext.example!x@city`) is internal only if that domain is too: Postfix
+// may send it there.
+func (c *Config) internal(a Address) bool {
+	if a.Domain == "" {
+		return true
+	}
+	if !c.Internal.Contains(a.Domain) {
+		return false
+	}
+	if r := routedDomain(a.Addr); r != "" {
+		return c.Internal.Contains(r)
+	}
+	return true
+}
+
+// routedDomain returns the normalized domain that the local part of addr
+// routes to (the last "%" part, or the first "!" part), or "".
+func routedDomain(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return ""
+	}
+	local := addr[:at]
+	if i := strings.LastIndexByte(local, '%'); i >= 0 {
+		return normalizedOrRaw(strings.Trim(local[i+1:], `"`))
+	}
+	if i := strings.IndexByte(local, '!'); i >= 0 {
+		return normalizedOrRaw(strings.Trim(local[:i], `"`))
+	}
+	return ""
+}
+
+// orgDomain is the organization an external address belongs to: its
+// domain, or the one its local part routes to.
+func orgDomain(a Address) string {
+	if r := routedDomain(a.Addr); r != "" {
+		return r
+	}
+	return a.Domain
 }
 
 // dedupe is a set of address keys: a short list for the usual handful of
@@ -146,25 +240,22 @@ func (d *dedupe) add(k string) bool {
 	return true
 }
 
-// convert fills in the edits of a conversion.
-func (v *visible) convert(d Decision, s Settings, h []Field) Decision {
+// convert fills in the edits of a conversion: of the To list (To, and Cc
+// with convert_cc) when main is set, of the resent list (Resent-To, and
+// Resent-Cc with convert_cc) when resent is.
+func (v *visible) convert(d Decision, s Settings, main, resent bool) Decision {
 	var edits []Edit
-	toValue, toMoved := v.remaining(&v.to, s)
-	d.Moved = toMoved
-	if toValue == "" {
-		toValue = v.replacementValue(s.Replacement)
-	}
-	edits = append(edits, Edit{Op: EditChange, Name: "To", Index: 1, Value: toValue})
-	edits = append(edits, deleteRest("To", len(v.to.fields), 2)...)
-	if s.ConvertCc && len(v.cc.fields) > 0 {
-		ccValue, ccMoved := v.remaining(&v.cc, s)
-		d.Moved += ccMoved
-		first := 1
-		if ccValue != "" {
-			edits = append(edits, Edit{Op: EditChange, Name: "Cc", Index: 1, Value: ccValue})
-			first = 2
+	if main {
+		edits = v.convertFields(edits, &d, &v.to, s, true)
+		if s.ConvertCc {
+			edits = v.convertFields(edits, &d, &v.cc, s, false)
 		}
-		edits = append(edits, deleteRest("Cc", len(v.cc.fields), first)...)
+	}
+	if resent {
+		edits = v.convertFields(edits, &d, &v.resentTo, s, len(v.resentTo.fields) > 0)
+		if s.ConvertCc {
+			edits = v.convertFields(edits, &d, &v.resentCc, s, false)
+		}
 	}
 	if s.DryRun {
 		d.DryRun = true
@@ -175,6 +266,26 @@ func (v *visible) convert(d Decision, s Settings, h []Field) Decision {
 	}
 	d.Edits = edits
 	return d
+}
+
+// convertFields appends the edits that convert the fields of fs: the
+// first keeps what remains, or the replacement when replace is set (To
+// and Resent-To), or goes; the others go.
+func (v *visible) convertFields(edits []Edit, d *Decision, fs *fieldSet, s Settings, replace bool) []Edit {
+	if !replace && len(fs.fields) == 0 {
+		return edits
+	}
+	value, moved := v.remaining(fs, s)
+	d.Moved += moved
+	if value == "" && replace {
+		value = v.replacementValue(s.Replacement)
+	}
+	first := 1
+	if value != "" {
+		edits = append(edits, Edit{Op: EditChange, Name: fs.name, Index: 1, Value: value})
+		first = 2
+	}
+	return append(edits, deleteRest(fs.name, len(fs.fields), first)...)
 }
 
 // displayNames decodes the display names of a field set's addresses with
@@ -259,6 +370,9 @@ func (v *visible) replacementValue(r Replacement) string {
 
 func stampValue(d Decision) string {
 	s := fmt.Sprintf("converted; to=%d external=%d moved=%d", d.ToTotal, d.ToExternal, d.Moved)
+	if d.ResentTotal > 0 {
+		s += fmt.Sprintf(" resent_to=%d resent_external=%d", d.ResentTotal, d.ResentExternal)
+	}
 	if d.Settings.ConvertCc {
 		s += fmt.Sprintf(" cc=%d cc_external=%d", d.CcTotal, d.CcExternal)
 	}
