@@ -233,3 +233,14 @@ func TestQuoteRunsLinear(t *testing.T) {
 		t.Fatalf("%d addresses, mode %v", len(pa.Addrs), pa.Mode)
 	}
 }
+
+// TestPostfixRewriteOfRawJIS: what Postfix delivers for raw ISO-2022-JP
+// display names (it quotes and folds inside the two-byte text); a client
+// decoding it shows b@ext.example.
+func TestPostfixRewriteOfRawJIS(t *testing.T) {
+	v := "\"\x1b$B@\x1b(B <a\"@city.example.jp>, \x1b$B%,\r\n\t\"\x1b\"@mx.test.invalid (B <b@ext.example>"
+	d := Decide(cityConfig(t, nil), Message{Sender: "staff@city.example.jp", Header: hdr("To", v)})
+	if d.Action != Convert {
+		t.Fatalf("%v (%s)", d.Action, d.Reason)
+	}
+}

@@ -113,17 +113,25 @@ func (q *quoteState) step(s string, i int) int {
 func sjisLead(c byte) bool { return 0x81 <= c && c <= 0x9f || 0xe0 <= c && c <= 0xfc }
 
 // jisEnd returns where the ISO-2022-JP text that starts with an escape at
-// s[i] ends: after the escape sequence back to ASCII, or at the next
-// escape.
+// s[i] ends: after ESC ( B or ESC ( J (back to ASCII); for ESC $ @,
+// ESC $ B or ESC $ ( D, at the next escape or at the first byte that no
+// two-byte character holds (a blank, a line break, 8-bit: Postfix folds
+// such text); after the ESC alone otherwise.
 func jisEnd(s string, i int) int {
-	if i+2 < len(s) && s[i+1] == '(' {
-		return i + 3 // ESC ( B or ESC ( J: back to ASCII
+	switch {
+	case strings.HasPrefix(s[i:], "\x1b(B"), strings.HasPrefix(s[i:], "\x1b(J"):
+		return i + 3
+	case strings.HasPrefix(s[i:], "\x1b$@"), strings.HasPrefix(s[i:], "\x1b$B"):
+		i += 3
+	case strings.HasPrefix(s[i:], "\x1b$(D"):
+		i += 4
+	default:
+		return i + 1
 	}
-	j := strings.IndexByte(s[i+1:], 0x1b)
-	if j < 0 {
-		return len(s)
+	for i < len(s) && s[i] > ' ' && s[i] < 0x7f {
+		i++
 	}
-	return i + 1 + j
+	return i
 }
 
 // sepLen returns the length of the Japanese separator at s[i] (ideographic
