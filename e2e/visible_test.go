@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ func TestVisibleShapesThroughPostfix(t *testing.T) {
 		{"ideographic-comma", "To: a@city.example.jp、b@ext.example\r\n", "To"},
 		{"look-alike-domain", "To: a@cİty.example.jp, b@city.example.jp\r\n", "To"},
 		{"routed-local-part", "To: x%ext.example.com@city.example.jp, b@city.example.jp\r\n", "To"},
-		{"bare-CR", "To: a@city.example.jp\rb@ext.example\r\n", "To"},
+		{"bare-CR", "To: a@city.example.jp\rb@ext.example\r\nX-Note: x\rTo: a@ext.example, b@other.example\r\n", "To"},
 	}
 	rcpts := []string{"a@ext.example", "b@other.example"}
 	for _, c := range cases {
@@ -41,6 +42,11 @@ func TestVisibleShapesThroughPostfix(t *testing.T) {
 	for _, dl := range ds {
 		h := header(t, dl.Data)
 		subj := field(h, "Subject")
+		// Postfix delivers a bare CR as a space (docs/configuration.md,
+		// "What counts as an address"): no client ends a line there.
+		if strings.Contains(strings.ReplaceAll(string(dl.Data), "\r\n", ""), "\r") {
+			t.Errorf("%s: delivered with a bare CR: %q", subj, dl.Data)
+		}
 		got[subj] = true
 		if len(dl.Rcpts) != 2 {
 			t.Errorf("%s: delivered to %q", subj, dl.Rcpts)

@@ -331,8 +331,9 @@ func appendBare(s string, out []Address) []Address {
 	start, word, at, depth, angle := 0, false, false, 0, false
 	end := func(i int) {
 		if word && !at {
-			name := strings.Join(strings.Fields(s[start:i]), " ")
-			out = append(out, Address{Addr: name})
+			if name := strings.Join(strings.Fields(s[start:i]), " "); name != "" {
+				out = append(out, Address{Addr: name})
+			}
 		}
 		start, word, at, angle = i+1, false, false, false
 	}
