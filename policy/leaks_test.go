@@ -244,3 +244,19 @@ func TestPostfixRewriteOfRawJIS(t *testing.T) {
 		t.Fatalf("%v (%s)", d.Action, d.Reason)
 	}
 }
+
+// TestDedupeGrows: the hash set grows past its hint and still tells new
+// keys from repeated ones.
+func TestDedupeGrows(t *testing.T) {
+	var d dedupe
+	for i := 0; i < 5000; i++ {
+		if !d.add(strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strings.Repeat("y", i/26)) {
+			t.Fatalf("key %d seen as a repeat", i)
+		}
+	}
+	for i := 0; i < 5000; i += 97 {
+		if d.add(strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strings.Repeat("y", i/26)) {
+			t.Fatalf("repeat %d seen as new", i)
+		}
+	}
+}

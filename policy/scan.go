@@ -27,7 +27,7 @@ func scanList(v string) ([]Address, bool) {
 	if !utf8.ValidString(v) {
 		return nil, false
 	}
-	p := scanner{s: v, out: make([]Address, 0, strings.Count(v, "@"))}
+	p := scanner{s: v, out: make([]Address, 0, strings.Count(v, "@")), lastRaw: "\x00"}
 	for {
 		p.skipWS()
 		if p.eof() {
@@ -120,7 +120,11 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	if !ok {
 		return false
 	}
-	p.out = append(p.out, Address{Addr: addr, Domain: normalizedOrRaw(addr[strings.LastIndexByte(addr, '@')+1:])})
+	// Lists repeat domains: normalize each run of one domain once.
+	if domain := addr[p.at+1:]; domain != p.lastRaw {
+		p.lastRaw, p.lastDomain = domain, normalizedOrRaw(domain)
+	}
+	p.out = append(p.out, Address{Addr: addr, Domain: p.lastDomain})
 	return true
 }
 
@@ -128,6 +132,10 @@ type scanner struct {
 	s   string
 	i   int
 	out []Address
+	// at is where the "@" of the last addr-spec read is, from its start.
+	at int
+	// lastRaw and lastDomain are the last domain read and its normal form.
+	lastRaw, lastDomain string
 }
 
 type span struct{ start, end int }
@@ -199,6 +207,7 @@ func plainQuoted(s string) bool {
 // starting at start, and checks both dot-atoms the way net/mail does.
 func (p *scanner) addrSpecFrom(start int) (string, bool) {
 	local := p.s[start:p.i]
+	p.at = p.i - start
 	p.i++ // '@'
 	ds := p.i
 	p.i = asciiAtextEnd(p.s, p.i)

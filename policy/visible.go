@@ -102,6 +102,7 @@ func (v *visible) list(resent, withCc bool) *tally {
 func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 	v := &visible{}
 	v.to.name, v.cc.name, v.resentTo.name, v.resentCc.name = "To", "Cc", "Resent-To", "Resent-Cc"
+	lastDomain, lastInternal := "\x00", false
 	for _, f := range h {
 		var fs *fieldSet
 		var combined *tally
@@ -136,7 +137,11 @@ func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 		combined.seen.hint += len(pa.Addrs)
 		for _, a := range pa.Addrs {
 			k := a.key()
-			a.Internal = cfg.internal(a)
+			// Lists repeat domains: classify each run of one domain once.
+			if a.Domain != lastDomain || a.Domain == "" {
+				lastDomain, lastInternal = a.Domain, cfg.internal(Address{Domain: a.Domain})
+			}
+			a.Internal = lastInternal && (a.Domain == "" || routedDomain(a.Addr) == "" || cfg.internal(a))
 			if withCc {
 				combined.add(k, a, orgs)
 			}
@@ -195,15 +200,19 @@ func orgDomain(a Address) string {
 }
 
 // dedupe is a set of address keys: a short list for the usual handful of
-// addresses, a map once there are many, so that the cost stays linear.
+// addresses, a hash set once there are many, so that the cost stays linear.
 type dedupe struct {
 	arr   [8]string
 	small []string
-	// m holds 64-bit hashes of the keys once there are many: cheaper than
-	// strings, and a collision among a few thousand keys (probability
-	// about n²/2⁶⁵) would only under-count one address.
-	m map[uint64]struct{}
-	// hint is how many keys may come, to size the map once.
+	// table holds 64-bit keyed hashes of the keys once there are many, by
+	// open addressing (linear probing, at most half full, 0 = free):
+	// cheaper than a map and free of pointers for the garbage collector.
+	// A collision among a few thousand keys (probability about n²/2⁶⁵)
+	// would only under-count one address, and the seed is secret, so no
+	// sender can aim for one.
+	table []uint64
+	n     int
+	// hint is how many keys may come, to size the table once.
 	hint int
 }
 
@@ -212,13 +221,8 @@ var dedupeSeed = maphash.MakeSeed()
 
 // add reports whether k was new.
 func (d *dedupe) add(k string) bool {
-	if d.m != nil {
-		h := maphash.String(dedupeSeed, k)
-		if _, ok := d.m[h]; ok {
-			return false
-		}
-		d.m[h] = struct{}{}
-		return true
+	if d.table != nil {
+		return d.addHash(maphash.String(dedupeSeed, k))
 	}
 	for _, s := range d.small {
 		if s == k {
@@ -232,12 +236,42 @@ func (d *dedupe) add(k string) bool {
 		d.small = append(d.small, k)
 		return true
 	}
-	d.m = make(map[uint64]struct{}, max(d.hint, 4*len(d.arr)))
-	for _, s := range d.small {
-		d.m[maphash.String(dedupeSeed, s)] = struct{}{}
+	size := 64
+	for size < 2*d.hint {
+		size <<= 1
 	}
-	d.m[maphash.String(dedupeSeed, k)] = struct{}{}
-	return true
+	d.table = make([]uint64, size)
+	for _, s := range d.small {
+		d.addHash(maphash.String(dedupeSeed, s))
+	}
+	return d.addHash(maphash.String(dedupeSeed, k))
+}
+
+// addHash adds a hash to the table and reports whether it was new.
+func (d *dedupe) addHash(h uint64) bool {
+	if h == 0 {
+		h = 1 // 0 marks a free slot
+	}
+	if 2*(d.n+1) > len(d.table) {
+		old := d.table
+		d.table, d.n = make([]uint64, 2*len(old)), 0
+		for _, o := range old {
+			if o != 0 {
+				d.addHash(o)
+			}
+		}
+	}
+	mask := uint64(len(d.table) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch d.table[i] {
+		case 0:
+			d.table[i] = h
+			d.n++
+			return true
+		case h:
+			return false
+		}
+	}
 }
 
 // convert fills in the edits of a conversion: of the To list (To, and Cc
