@@ -24,6 +24,9 @@ type Address struct {
 	Domain string
 	// Internal is set by the decision once the domain has been classified.
 	Internal bool
+	// lower is set by the fast scanner when Addr is ASCII without capitals
+	// and the domain is Domain as written: Addr is then its own key.
+	lower bool
 }
 
 // key identifies a mailbox for de-duplication: "A@x, a@X" and the U-label
@@ -31,6 +34,9 @@ type Address struct {
 // The local part is compared without quoting, since the strict parser
 // returns `"a b"@x` as `a b@x` and the lenient extractor keeps the quotes.
 func (a Address) key() string {
+	if a.lower {
+		return a.Addr
+	}
 	local := a.Addr
 	if i := strings.LastIndexByte(local, '@'); i >= 0 {
 		local = local[:i]

@@ -100,18 +100,20 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	var ok bool
 	switch {
 	case p.s[p.i] == '@' && words == 1 && last.end == p.i:
-		if asciiAtextEnd(p.s, last.start) != last.end {
+		end, upper, dotOK := dotAtomEnd(p.s, last.start)
+		if end != last.end || !dotOK {
 			return false
 		}
-		addr, ok = p.addrSpecFrom(last.start)
+		addr, ok = p.addrSpecFrom(last.start, upper)
 	case p.s[p.i] == '<':
 		p.i++
 		start := p.i
-		p.i = asciiAtextEnd(p.s, p.i)
-		if p.eof() || p.s[p.i] != '@' {
+		end, upper, dotOK := dotAtomEnd(p.s, p.i)
+		p.i = end
+		if !dotOK || p.eof() || p.s[p.i] != '@' {
 			return false
 		}
-		addr, ok = p.addrSpecFrom(start)
+		addr, ok = p.addrSpecFrom(start, upper)
 		if !ok || p.eof() || p.s[p.i] != '>' {
 			return false
 		}
@@ -124,7 +126,7 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	if domain := addr[p.at+1:]; domain != p.lastRaw {
 		p.lastRaw, p.lastDomain = domain, normalizedOrRaw(domain)
 	}
-	p.out = append(p.out, Address{Addr: addr, Domain: p.lastDomain})
+	p.out = append(p.out, Address{Addr: addr, Domain: p.lastDomain, lower: p.lower})
 	return true
 }
 
@@ -134,6 +136,8 @@ type scanner struct {
 	out []Address
 	// at is where the "@" of the last addr-spec read is, from its start.
 	at int
+	// lower says the last addr-spec read has no capital letter.
+	lower bool
 	// lastRaw and lastDomain are the last domain read and its normal form.
 	lastRaw, lastDomain string
 }
@@ -162,10 +166,11 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 		c := p.s[p.i]
 		switch {
 		case c == '"':
-			end := closingQuote(p.s, p.i+1)
-			if end < 0 || !plainQuoted(p.s[p.i+1:end]) || mayHideAddress(p.s[p.i+1:end]) {
-				// Unterminated, or an address or escape inside: the
-				// full parser and the embedded-address check decide.
+			end := plainQuotedEnd(p.s, p.i+1)
+			if end < 0 {
+				// Unterminated, or an address, an escape or an
+				// encoded-word that may hide one inside: the full
+				// parser and the lenient reader decide.
 				return 0, span{}, false
 			}
 			p.i = end + 1
@@ -190,59 +195,117 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 	return words, last, true
 }
 
-// plainQuoted reports whether the content of a quoted string is plain
-// text: no "@" (the embedded-address check must see it), no escape, no
-// control character (net/mail rejects those).
-func plainQuoted(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '@' || c == '\\' || c == 0x7f || c < ' ' && c != '\t' {
-			return false
+// plainQuotedEnd returns the index of the quote that ends the quoted
+// string whose content starts at from, in one pass, or -1 when it is not
+// plain text: unterminated, or holding an "@" (the lenient reader must see
+// it), an escape, a control character (net/mail rejects those), or an
+// encoded-word that may decode to an "@".
+func plainQuotedEnd(s string, from int) int {
+	encoded := false
+	for k := from; k < len(s); k++ {
+		switch quotedClass[s[k]] {
+		case quotedEnd:
+			if encoded && mayHideAddress(s[from:k]) {
+				return -1
+			}
+			return k
+		case quotedBad:
+			return -1
+		case quotedEquals:
+			encoded = encoded || k+1 < len(s) && s[k+1] == '?'
 		}
 	}
-	return true
+	return -1
 }
 
+const (
+	quotedPlain = iota
+	quotedEnd
+	quotedBad
+	quotedEquals
+)
+
+// quotedClass classifies the bytes inside a quoted string for
+// plainQuotedEnd.
+var quotedClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c == '"':
+			t[c] = quotedEnd
+		case c == '=':
+			t[c] = quotedEquals
+		case c == '@' || c == '\\' || c == 0x7f || c < ' ' && c != '\t':
+			t[c] = quotedBad
+		}
+	}
+	return t
+}()
+
 // addrSpecFrom reads "@domain" at the current position, with the local part
-// starting at start, and checks both dot-atoms the way net/mail does.
-func (p *scanner) addrSpecFrom(start int) (string, bool) {
-	local := p.s[start:p.i]
+// (a dot-atom, upper if it holds capitals) starting at start, and checks
+// the domain the way net/mail does.
+func (p *scanner) addrSpecFrom(start int, upper bool) (string, bool) {
 	p.at = p.i - start
 	p.i++ // '@'
-	ds := p.i
-	p.i = asciiAtextEnd(p.s, p.i)
-	if !dotAtom(local) || !dotAtom(p.s[ds:p.i]) {
+	end, domainUpper, ok := dotAtomEnd(p.s, p.i)
+	p.i = end
+	if !ok {
 		return "", false
 	}
+	p.lower = !upper && !domainUpper
 	return p.s[start:p.i], true
 }
+
+// dotAtomEnd reads an ASCII dot-atom from i in one pass: it returns where
+// the run of atext and dots ends, whether it holds capital letters, and
+// whether it is a valid dot-atom (not empty, no leading, trailing or
+// double dot).
+func dotAtomEnd(s string, i int) (end int, upper, ok bool) {
+	start, dot := i, true // a leading dot is invalid
+	for ; i < len(s); i++ {
+		switch atomClass[s[i]] {
+		case classNone:
+			return i, upper, i > start && !dot
+		case classUpper:
+			upper, dot = true, false
+		case classDot:
+			if dot {
+				return i, upper, false
+			}
+			dot = true
+		default:
+			dot = false
+		}
+	}
+	return i, upper, i > start && !dot
+}
+
+const (
+	classNone  = iota // not ASCII atext
+	classAtext        // atext other than a capital
+	classUpper        // A to Z
+	classDot          // '.'
+)
+
+// atomClass classifies the bytes of ASCII dot-atoms for dotAtomEnd.
+var atomClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c == '.':
+			t[c] = classDot
+		case 'A' <= c && c <= 'Z':
+			t[c] = classUpper
+		case c < 0x80 && isAtextByte(byte(c), false):
+			t[c] = classAtext
+		}
+	}
+	return t
+}()
 
 // atextEnd returns the end of the run of atext characters and dots that
 // starts at i.
 func atextEnd(s string, i int) int {
 	for i < len(s) && atext[s[i]] {
-		i++
-	}
-	return i
-}
-
-// dotAtom reports whether s is a non-empty dot-atom: no leading, trailing
-// or double dot.
-func dotAtom(s string) bool {
-	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if s[i] == '.' && s[i-1] == '.' {
-			return false
-		}
-	}
-	return true
-}
-
-// asciiAtextEnd is atextEnd for ASCII only.
-func asciiAtextEnd(s string, i int) int {
-	for i < len(s) && atext[s[i]] && s[i] < 0x80 {
 		i++
 	}
 	return i
@@ -319,18 +382,4 @@ func isAtextByte(c byte, dot bool) bool {
 		return false
 	}
 	return '!' <= c && c <= '~' || c >= 0x80
-}
-
-// closingQuote returns the index of the quote that ends a quoted string
-// whose content starts at from, honouring backslash escapes; -1 if none.
-func closingQuote(s string, from int) int {
-	for k := from; k < len(s); k++ {
-		switch s[k] {
-		case '\\':
-			k++
-		case '"':
-			return k
-		}
-	}
-	return -1
 }
