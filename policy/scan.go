@@ -27,7 +27,7 @@ func scanList(v string) ([]Address, bool) {
 	if !utf8.ValidString(v) {
 		return nil, false
 	}
-	p := scanner{s: v, out: make([]Address, 0, strings.Count(v, "@")), lastRaw: "\x00"}
+	p := scanner{s: v, out: make([]Address, 0, strings.Count(v, "@"))}
 	for {
 		p.skipWS()
 		if p.eof() {
@@ -122,11 +122,12 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	if !ok {
 		return false
 	}
-	// Lists repeat domains: normalize each run of one domain once.
-	if domain := addr[p.at+1:]; domain != p.lastRaw {
-		p.lastRaw, p.lastDomain = domain, normalizedOrRaw(domain)
+	// An ASCII dot-atom without capitals is already in normal form.
+	domain := addr[p.at+1:]
+	if p.domainUpper {
+		domain = normalizedOrRaw(domain)
 	}
-	p.out = append(p.out, Address{Addr: addr, Domain: p.lastDomain, lower: p.lower})
+	p.out = append(p.out, Address{Addr: addr, Domain: domain, lower: p.lower})
 	return true
 }
 
@@ -136,10 +137,9 @@ type scanner struct {
 	out []Address
 	// at is where the "@" of the last addr-spec read is, from its start.
 	at int
-	// lower says the last addr-spec read has no capital letter.
-	lower bool
-	// lastRaw and lastDomain are the last domain read and its normal form.
-	lastRaw, lastDomain string
+	// lower says the last addr-spec read has no capital letter;
+	// domainUpper says its domain has one.
+	lower, domainUpper bool
 }
 
 type span struct{ start, end int }
@@ -252,7 +252,7 @@ func (p *scanner) addrSpecFrom(start int, upper bool) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	p.lower = !upper && !domainUpper
+	p.lower, p.domainUpper = !upper && !domainUpper, domainUpper
 	return p.s[start:p.i], true
 }
 
@@ -264,17 +264,17 @@ func dotAtomEnd(s string, i int) (end int, upper, ok bool) {
 	start, dot := i, true // a leading dot is invalid
 	for ; i < len(s); i++ {
 		switch atomClass[s[i]] {
-		case classNone:
-			return i, upper, i > start && !dot
-		case classUpper:
-			upper, dot = true, false
+		case classAtext:
+			dot = false
 		case classDot:
 			if dot {
 				return i, upper, false
 			}
 			dot = true
+		case classUpper:
+			upper, dot = true, false
 		default:
-			dot = false
+			return i, upper, i > start && !dot
 		}
 	}
 	return i, upper, i > start && !dot
