@@ -147,15 +147,13 @@ type span struct{ start, end int }
 func (p *scanner) eof() bool { return p.i >= len(p.s) }
 
 func (p *scanner) skipWS() {
-	for p.i < len(p.s) {
-		switch p.s[p.i] {
-		case ' ', '\t', '\r', '\n':
-			p.i++
-		default:
-			return
-		}
+	for p.i < len(p.s) && blank[p.s[p.i]] {
+		p.i++
 	}
 }
+
+// blank holds the bytes skipWS skips: blanks and line breaks.
+var blank = [256]bool{' ': true, '\t': true, '\r': true, '\n': true}
 
 // phrase reads the words of a display name (atoms, which include
 // encoded-words, and quoted strings) and the blanks after them. It reports

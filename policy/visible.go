@@ -128,27 +128,35 @@ func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 		pa := ParseAddressField(f.Value)
 		fs.fields = append(fs.fields, pa)
 		fs.values = append(fs.values, f.Value)
-		if fs.addrs == nil {
-			// The first field's slice is compacted in place: distinct
-			// addresses are written at or before the index being read.
+		// The first field's slice is compacted in place: distinct
+		// addresses are written at or before the index being read, and
+		// not moved at all while there is no repeat.
+		inPlace := fs.addrs == nil
+		if inPlace {
 			fs.addrs = pa.Addrs[:0]
 		}
 		fs.seen.hint += len(pa.Addrs)
 		combined.seen.hint += len(pa.Addrs)
-		for _, a := range pa.Addrs {
+		for i := range pa.Addrs {
+			a := &pa.Addrs[i]
 			k := a.key()
 			// Lists repeat domains: classify each run of one domain once.
 			if a.Domain != lastDomain || a.Domain == "" {
 				lastDomain, lastInternal = a.Domain, cfg.internal(Address{Domain: a.Domain})
 			}
-			a.Internal = lastInternal && (a.Domain == "" || routedDomain(a.Addr) == "" || cfg.internal(a))
+			a.Internal = lastInternal && (a.Domain == "" || routedDomain(a.Addr) == "" || cfg.internal(*a))
 			if withCc {
-				combined.add(k, a, orgs)
+				combined.add(k, *a, orgs)
 			}
 			// To and Cc de-duplicate separately: the same address may be
 			// visible in both.
-			if fs.add(k, a, orgs) {
-				fs.addrs = append(fs.addrs, a)
+			if !fs.add(k, *a, orgs) {
+				continue
+			}
+			if n := len(fs.addrs); inPlace && n == i {
+				fs.addrs = fs.addrs[:n+1]
+			} else {
+				fs.addrs = append(fs.addrs, *a)
 			}
 		}
 	}
