@@ -137,9 +137,9 @@ func Decide(cfg *Config, msg Message) Decision {
 		return onParseError(d, settings, what, readVisible(cfg, msg.Header, settings.ConvertCc, false, false))
 	}
 	v := readVisible(cfg, msg.Header, settings.ConvertCc, true, settings.Count == CountDomains)
-	d.ToTotal, d.ToExternal = v.to.total, v.to.external
-	d.To = v.to.addrs
-	d.CcTotal, d.CcExternal = v.cc.total, v.cc.external
+	d.ToTotal, d.ToExternal = v.main.to.total, v.main.to.external
+	d.To = v.main.to.addrs
+	d.CcTotal, d.CcExternal = v.main.cc.total, v.main.cc.external
 	resentList := v.list(true, settings.ConvertCc)
 	d.ResentTotal, d.ResentExternal = resentList.total, resentList.external
 	d.Parse = v.problem()
@@ -155,7 +155,7 @@ func Decide(cfg *Config, msg Message) Decision {
 	}
 	main, reason := judge(settings, v.list(false, settings.ConvertCc), list)
 	resent := false
-	if len(v.resentTo.fields)+len(v.resentCc.fields) > 0 {
+	if v.resent != noResent {
 		list = "Resent-To"
 		if settings.ConvertCc {
 			list = "Resent-To and Resent-Cc"
@@ -209,7 +209,7 @@ func onParseError(d Decision, s Settings, what string, v *visible) Decision {
 	d.Action = Convert
 	d.Reason = what + "; on_parse_error is hide"
 	s.Move = MoveAll
-	return v.convert(d, s, true, len(v.resentTo.fields) > 0 || s.ConvertCc && len(v.resentCc.fields) > 0)
+	return v.convert(d, s, true, len(v.resent.to.fields) > 0 || s.ConvertCc && len(v.resent.cc.fields) > 0)
 }
 
 func plural(n int, one, many string) string {

@@ -16,9 +16,9 @@ type tally struct {
 	// asked for.
 	orgs int
 	seen dedupe
-	// orgSeen holds the external domains counted; ownOrg is set once an
-	// internal address was.
-	orgSeen dedupe
+	// orgSeen holds the external domains counted (allocated only for
+	// count: domains); ownOrg is set once an internal address was.
+	orgSeen *dedupe
 	ownOrg  bool
 }
 
@@ -38,8 +38,13 @@ func (t *tally) add(k string, a Address, orgs bool) bool {
 				t.ownOrg = true
 				t.orgs++
 			}
-		case t.orgSeen.add(orgDomain(a)):
-			t.orgs++
+		default:
+			if t.orgSeen == nil {
+				t.orgSeen = &dedupe{}
+			}
+			if t.orgSeen.add(orgDomain(a)) {
+				t.orgs++
+			}
 		}
 	}
 	return true
@@ -55,19 +60,35 @@ type fieldSet struct {
 	tally
 }
 
+// lists are the To and Cc fields, or the Resent-To and Resent-Cc fields.
+type lists struct {
+	to, cc fieldSet
+	// combined counts To and Cc as one list; only with convert_cc.
+	combined *tally
+}
+
+func newLists(to, cc string) *lists {
+	l := &lists{}
+	l.to.name, l.cc.name = to, cc
+	return l
+}
+
+// noResent stands for the resent lists of a message without any.
+var noResent = newLists("Resent-To", "Resent-Cc")
+
 // visible is what recipients see: the To and Resent-To fields, and Cc and
 // Resent-Cc when the rule reads them.
 type visible struct {
-	to, cc, resentTo, resentCc fieldSet
-	// combined and resentCombined count To and Cc (Resent-To and
-	// Resent-Cc) as one list; only used with convert_cc.
-	combined, resentCombined tally
-	from                     []Field
+	main lists
+	// resent is noResent until a Resent-To or Resent-Cc field is read,
+	// which is rare: redirected mail.
+	resent *lists
+	from   []Field
 }
 
 func (v *visible) problem() ParseProblem {
 	p := ParseOK
-	for _, fs := range []*fieldSet{&v.to, &v.cc, &v.resentTo, &v.resentCc} {
+	for _, fs := range []*fieldSet{&v.main.to, &v.main.cc, &v.resent.to, &v.resent.cc} {
 		for _, f := range fs.fields {
 			switch f.Mode {
 			case ParseFailed:
@@ -80,18 +101,17 @@ func (v *visible) problem() ParseProblem {
 	return p
 }
 
-// list returns the counts of the main list (To, with Cc under convert_cc)
-// or of the resent list (Resent-To, with Resent-Cc).
+// list returns the counts of the To list (with Cc under convert_cc) or of
+// the resent list (Resent-To, with Resent-Cc).
 func (v *visible) list(resent, withCc bool) *tally {
-	switch {
-	case resent && withCc:
-		return &v.resentCombined
-	case resent:
-		return &v.resentTo.tally
-	case withCc:
-		return &v.combined
+	l := &v.main
+	if resent {
+		l = v.resent
 	}
-	return &v.to.tally
+	if withCc && l.combined != nil {
+		return l.combined
+	}
+	return &l.to.tally
 }
 
 // readVisible reads the To and Resent-To fields (and Cc and Resent-Cc with
@@ -100,24 +120,34 @@ func (v *visible) list(resent, withCc bool) *tally {
 // replace every one: that is what happens to fields over the size limits.
 // With orgs it also counts organizations (count: domains).
 func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
-	v := &visible{}
-	v.to.name, v.cc.name, v.resentTo.name, v.resentCc.name = "To", "Cc", "Resent-To", "Resent-Cc"
+	v := &visible{resent: noResent}
+	v.main.to.name, v.main.cc.name = "To", "Cc"
+	if withCc {
+		v.main.combined = &tally{}
+	}
 	lastDomain, lastInternal := "\x00", false
 	for _, f := range h {
 		var fs *fieldSet
 		var combined *tally
 		switch {
 		case strings.EqualFold(f.Name, "To"):
-			fs, combined = &v.to, &v.combined
+			fs, combined = &v.main.to, v.main.combined
 		case withCc && strings.EqualFold(f.Name, "Cc"):
-			fs, combined = &v.cc, &v.combined
+			fs, combined = &v.main.cc, v.main.combined
 		case strings.EqualFold(f.Name, "From"):
 			v.from = append(v.from, f)
 			continue
-		case strings.EqualFold(f.Name, "Resent-To"):
-			fs, combined = &v.resentTo, &v.resentCombined
-		case withCc && strings.EqualFold(f.Name, "Resent-Cc"):
-			fs, combined = &v.resentCc, &v.resentCombined
+		case strings.EqualFold(f.Name, "Resent-To"), withCc && strings.EqualFold(f.Name, "Resent-Cc"):
+			if v.resent == noResent {
+				v.resent = newLists("Resent-To", "Resent-Cc")
+				if withCc {
+					v.resent.combined = &tally{}
+				}
+			}
+			fs, combined = &v.resent.to, v.resent.combined
+			if isCcName(f.Name) {
+				fs = &v.resent.cc
+			}
 		default:
 			continue
 		}
@@ -136,7 +166,9 @@ func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 			fs.addrs = pa.Addrs[:0]
 		}
 		fs.seen.hint += len(pa.Addrs)
-		combined.seen.hint += len(pa.Addrs)
+		if withCc {
+			combined.seen.hint += len(pa.Addrs)
+		}
 		for i := range pa.Addrs {
 			a := &pa.Addrs[i]
 			k := a.key()
@@ -288,15 +320,15 @@ func (d *dedupe) addHash(h uint64) bool {
 func (v *visible) convert(d Decision, s Settings, main, resent bool) Decision {
 	var edits []Edit
 	if main {
-		edits = v.convertFields(edits, &d, &v.to, s, true)
+		edits = v.convertFields(edits, &d, &v.main.to, s, true)
 		if s.ConvertCc {
-			edits = v.convertFields(edits, &d, &v.cc, s, false)
+			edits = v.convertFields(edits, &d, &v.main.cc, s, false)
 		}
 	}
 	if resent {
-		edits = v.convertFields(edits, &d, &v.resentTo, s, len(v.resentTo.fields) > 0)
+		edits = v.convertFields(edits, &d, &v.resent.to, s, len(v.resent.to.fields) > 0)
 		if s.ConvertCc {
-			edits = v.convertFields(edits, &d, &v.resentCc, s, false)
+			edits = v.convertFields(edits, &d, &v.resent.cc, s, false)
 		}
 	}
 	if s.DryRun {
