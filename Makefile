@@ -28,6 +28,7 @@ fuzz:
 	GO=$(GO) .ci/fuzz ./policy FuzzParseAddressField $(FUZZTIME) $(FUZZMINIMIZETIME)
 	GO=$(GO) .ci/fuzz ./policy FuzzDecide $(FUZZTIME) $(FUZZMINIMIZETIME)
 	GO=$(GO) .ci/fuzz ./policy FuzzScanList $(FUZZTIME) $(FUZZMINIMIZETIME)
+	GO=$(GO) .ci/fuzz ./milter FuzzProtocol $(FUZZTIME) 2s
 
 # --- Debian package (docs/install.md) ---------------------------------------
 # `make deb` builds dist/bccguard and dist/bccguard_$(VERSION)-1_$(GOARCH).deb

@@ -26,6 +26,9 @@ type session struct {
 	// Per message; reset by MailFrom and Abort.
 	sender string
 	header policy.Collector
+	// messageID is the Message-ID field, for the audit record: the queue
+	// id of a local submission changes each time pickup retries it.
+	messageID string
 	// broken is set when a handler failed before end-of-message, so that
 	// the message is refused rather than passed half-read.
 	broken error
@@ -39,6 +42,7 @@ var _ gomilter.Milter = (*session)(nil)
 
 func (s *session) reset() {
 	s.sender = ""
+	s.messageID = ""
 	s.header.Reset()
 	s.broken = nil
 }
@@ -86,6 +90,9 @@ func (s *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Res
 		}
 	}()
 	s.header.Add(name, value)
+	if s.messageID == "" && strings.EqualFold(name, "Message-Id") {
+		s.messageID = messageID(value)
+	}
 	return nil, nil
 }
 
@@ -130,11 +137,24 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 	}
 	took := time.Since(start)
 	s.server.metrics.Decided(d, took)
-	audit.Log(ctx, s.server.log, s.cfg.Audit, audit.Record{QueueID: queueID, Sender: s.sender, Decision: d, Duration: took})
+	s.server.origins.check(ctx, s.server.log, queueID, d)
+	audit.Log(ctx, s.server.log, s.cfg.Audit, audit.Record{QueueID: queueID, MessageID: s.messageID, Sender: s.sender, Decision: d, Duration: took})
 	if d.Action == policy.Tempfail {
 		return tempfail(d.Reason)
 	}
 	return gomilter.RespAccept, nil
+}
+
+// maxMessageIDBytes bounds the Message-ID kept for the audit record.
+const maxMessageIDBytes = 256
+
+// messageID cleans a Message-ID value for the log: one line, bounded.
+func messageID(v string) string {
+	v = strings.Join(strings.Fields(v), " ")
+	if len(v) > maxMessageIDBytes {
+		v = v[:maxMessageIDBytes]
+	}
+	return v
 }
 
 func applyEdit(m gomilter.Modifier, e policy.Edit) error {

@@ -20,7 +20,9 @@ type Address struct {
 	// Addr is the addr-spec as it was found.
 	Addr string
 	// Domain is the normalized domain (see NormalizeDomain), or the
-	// lower-cased raw domain when it does not normalize.
+	// raw domain with ASCII lower-cased when it does not normalize; empty
+	// for a bare name without a domain (counted as internal: Postfix
+	// qualifies it with $myorigin).
 	Domain string
 	// Internal is set by the decision once the domain has been classified.
 	Internal bool

@@ -68,6 +68,9 @@ type Decision struct {
 	DryRun bool
 	// Reason explains the action in words for logs and `bccguard check`.
 	Reason string
+	// Passed is set when the message leaves unconverted: why, as a fixed
+	// category (Reason says it in words).
+	Passed PassReason
 	// SenderDomain is the normalized envelope sender domain.
 	SenderDomain string
 	// Rule names the config entry that selected the settings: "domains[N]
@@ -101,21 +104,21 @@ func Decide(cfg *Config, msg Message) Decision {
 	sender := strings.TrimSpace(msg.Sender)
 	sender = strings.TrimSuffix(strings.TrimPrefix(sender, "<"), ">")
 	if sender == "" {
-		d.Reason = "null sender (bounce or notification)"
+		d.Reason, d.Passed = "null sender (bounce or notification)", PassNullSender
 		return d
 	}
 	if cfg.ExemptSenders[strings.ToLower(sender)] {
-		d.Reason = "sender is in exempt_senders"
+		d.Reason, d.Passed = "sender is in exempt_senders", PassExempt
 		return d
 	}
 	d.SenderDomain = addrDomain(sender)
 	if d.SenderDomain == "" {
-		d.Reason = "envelope sender has no domain"
+		d.Reason, d.Passed = "envelope sender has no domain", PassSenderNotCovered
 		return d
 	}
-	settings, rule, reason := cfg.settingsFor(d.SenderDomain)
+	settings, rule, reason, passed := cfg.settingsFor(d.SenderDomain)
 	if rule == "" {
-		d.Reason = reason
+		d.Reason, d.Passed = reason, passed
 		return d
 	}
 	d.Rule, d.Settings = rule, settings
@@ -153,7 +156,7 @@ func Decide(cfg *Config, msg Message) Decision {
 	if settings.ConvertCc {
 		list = "To and Cc"
 	}
-	main, reason := judge(settings, v.list(false, settings.ConvertCc), list)
+	main, reason, passed := judge(settings, v.list(false, settings.ConvertCc), list)
 	resent := false
 	if v.resent != noResent {
 		list = "Resent-To"
@@ -161,19 +164,25 @@ func Decide(cfg *Config, msg Message) Decision {
 			list = "Resent-To and Resent-Cc"
 		}
 		var r string
-		resent, r = judge(settings, resentList, list)
+		var p PassReason
+		resent, r, p = judge(settings, resentList, list)
 		reason += "; " + r
+		if p == PassBelowThreshold {
+			// An outside address was seen in one list or the other.
+			passed = p
+		}
 	}
 	d.Reason = reason
 	if !main && !resent {
+		d.Passed = passed
 		return d
 	}
 	d.Action = Convert
-	return v.convert(d, settings, main, resent)
+	return dryRunPassed(v.convert(d, settings, main, resent))
 }
 
 // judge applies the threshold to the counts of one visible list.
-func judge(s Settings, t *tally, list string) (bool, string) {
+func judge(s Settings, t *tally, list string) (bool, string, PassReason) {
 	// Concatenation rather than Sprintf: this is on every message's path.
 	seen := list + ": " + plural(t.total, "address", "addresses") + ", " + strconv.Itoa(t.external) + " external"
 	counted := t.total
@@ -187,11 +196,11 @@ func judge(s Settings, t *tally, list string) (bool, string) {
 	threshold, count := strconv.Itoa(s.Threshold), " (count: "+string(s.Count)+")"
 	switch {
 	case t.external == 0:
-		return false, seen
+		return false, seen, PassInternalOnly
 	case counted < s.Threshold:
-		return false, seen + "; below threshold " + threshold + count
+		return false, seen + "; below threshold " + threshold + count, PassBelowThreshold
 	}
-	return true, seen + "; threshold " + threshold + " reached" + count
+	return true, seen + "; threshold " + threshold + " reached" + count, ""
 }
 
 // onParseError applies the on_parse_error setting to a message whose
@@ -203,13 +212,21 @@ func onParseError(d Decision, s Settings, what string, v *visible) Decision {
 		d.Reason = what + "; on_parse_error is tempfail"
 		return d
 	case ParseErrorAccept:
-		d.Reason = what + "; on_parse_error is accept"
+		d.Reason, d.Passed = what+"; on_parse_error is accept", PassParseError
 		return d
 	}
 	d.Action = Convert
 	d.Reason = what + "; on_parse_error is hide"
 	s.Move = MoveAll
-	return v.convert(d, s, true, len(v.resent.to.fields) > 0 || s.ConvertCc && len(v.resent.cc.fields) > 0)
+	return dryRunPassed(v.convert(d, s, true, len(v.resent.to.fields) > 0 || s.ConvertCc && len(v.resent.cc.fields) > 0))
+}
+
+// dryRunPassed marks a conversion that dry_run leaves undone.
+func dryRunPassed(d Decision) Decision {
+	if d.DryRun {
+		d.Passed = PassDryRun
+	}
+	return d
 }
 
 func plural(n int, one, many string) string {
@@ -221,23 +238,23 @@ func plural(n int, one, many string) string {
 
 // settingsFor selects the settings for a sender domain. It returns the rule
 // name, or "" with the reason why the sender is not checked.
-func (c *Config) settingsFor(domain string) (Settings, string, string) {
+func (c *Config) settingsFor(domain string) (Settings, string, string, PassReason) {
 	switch {
 	case c.HasDomains:
 		r, ok := c.ruleFor(domain)
 		if !ok {
-			return Settings{}, "", "sender domain " + domain + " is not in domains"
+			return Settings{}, "", "sender domain " + domain + " is not in domains", PassSenderNotCovered
 		}
 		name := fmt.Sprintf("domains[%d] %s", r.Index, r.Pattern)
 		if !r.Enabled {
-			return Settings{}, "", "sender domain disabled by " + name
+			return Settings{}, "", "sender domain disabled by " + name, PassSenderDisabled
 		}
-		return r.Settings, name, ""
+		return r.Settings, name, "", NotPassed
 	case len(c.Internal) > 0:
 		if !c.Internal.Contains(domain) {
-			return Settings{}, "", "sender domain " + domain + " is not in internal_domains"
+			return Settings{}, "", "sender domain " + domain + " is not in internal_domains", PassSenderNotCovered
 		}
-		return c.Default, "internal_domains", ""
+		return c.Default, "internal_domains", "", NotPassed
 	}
-	return c.Default, "default", ""
+	return c.Default, "default", "", NotPassed
 }
