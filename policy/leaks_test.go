@@ -260,3 +260,17 @@ func TestDedupeGrows(t *testing.T) {
 		}
 	}
 }
+
+// TestJapaneseNamesStayOnTheFastPath: encoded names whose bytes hold 0x40
+// inside two-byte characters (だ in ISO-2022-JP, the ideographic space in
+// Shift_JIS) are read by the fast scanner, not taken for a hidden "@".
+func TestJapaneseNamesStayOnTheFastPath(t *testing.T) {
+	for _, v := range []string{
+		"=?ISO-2022-JP?B?GyRCOzNFRCRAGyhC?= <a@ext.example>, b@city.example.jp",
+		"=?Shift_JIS?B?jlKTY4FAl2w=?= <a@ext.example>, b@city.example.jp",
+	} {
+		if addrs, ok := scanList(v); !ok || len(addrs) != 2 {
+			t.Errorf("%q: fast path %v, %d addresses", v, ok, len(addrs))
+		}
+	}
+}

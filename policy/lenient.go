@@ -70,7 +70,12 @@ func findAddrSpecs(s string, out []Address) []Address {
 		// is not an address; one with a domain that has a dot is shown as
 		// one, and counts.
 		if lstart >= 0 && (!q.in || strings.Contains(domain, ".")) {
-			out = append(out, Address{Addr: local + "@" + domain, Domain: normalizedOrRaw(domain)})
+			addr := s[lstart:end]
+			if len(addr) != len(local)+1+len(domain) {
+				// Blanks, comments or stray dots were left out.
+				addr = local + "@" + domain
+			}
+			out = append(out, Address{Addr: addr, Domain: normalizedOrRaw(domain)})
 		}
 		floor, i = end, end-1
 	}

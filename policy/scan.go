@@ -337,15 +337,49 @@ func mayHideAddress(s string) bool {
 			}
 		case "B", "b":
 			var buf [192]byte
-			if base64.StdEncoding.DecodedLen(len(text)) > len(buf) {
+			if len(text) > 256 {
 				return true
 			}
-			n, err := base64.StdEncoding.Decode(buf[:], []byte(text))
-			if err == nil && bytes.IndexByte(buf[:n], '@') >= 0 {
+			var src [256]byte
+			n, err := base64.StdEncoding.Decode(buf[:], src[:copy(src[:], text)])
+			if err == nil && hasASCIIAt(cs, buf[:n]) {
 				return true
 			}
 		}
 	}
+}
+
+// hasASCIIAt reports whether text in charset cs holds the character "@":
+// a byte 0x40 that is not part of a two-byte Japanese character (in
+// ISO-2022-JP's two-byte runs, and as the second byte of Shift_JIS
+// characters, it is not "@"). Names in these charsets are the common case
+// in Japanese mail and stay on the fast path.
+func hasASCIIAt(cs string, text []byte) bool {
+	switch strings.ToLower(cs) {
+	case "iso-2022-jp":
+		twoByte := false
+		for i := 0; i < len(text); i++ {
+			switch {
+			case text[i] == 0x1b && i+2 < len(text):
+				twoByte = text[i+1] == '$'
+				i += 2
+			case text[i] == '@' && !twoByte:
+				return true
+			}
+		}
+		return false
+	case "shift_jis", "cp932", "windows-31j":
+		for i := 0; i < len(text); i++ {
+			switch c := text[i]; {
+			case 0x81 <= c && c <= 0x9f || 0xe0 <= c && c <= 0xfc:
+				i++ // the second byte may be 0x40
+			case c == '@':
+				return true
+			}
+		}
+		return false
+	}
+	return bytes.IndexByte(text, '@') >= 0
 }
 
 // asciiCompatible reports whether ASCII bytes mean ASCII in a charset that
