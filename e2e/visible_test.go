@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bccguard/bccguard/internal/postfixtest"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -13,8 +14,26 @@ import (
 // Postfix (which rewrites header addresses before the milter sees them)
 // and bccguard, and checks what is delivered: the field is replaced by
 // undisclosed-recipients:;, and every recipient still gets the message.
+//
+// Postfix rewrites the header addresses of local clients only
+// (local_header_rewrite_clients, loopback by default); mail submitted from
+// the office network reaches bccguard as the client wrote it. Both are run.
 func TestVisibleShapesThroughPostfix(t *testing.T) {
-	sink, _, pf := setup(t, cityConfig)
+	t.Run("rewritten by Postfix", func(t *testing.T) { visibleShapes(t, nil) })
+	t.Run("as the client wrote it", func(t *testing.T) {
+		visibleShapes(t, map[string]string{"local_header_rewrite_clients": ""})
+	})
+}
+
+func visibleShapes(t *testing.T, extra map[string]string) {
+	sink := postfixtest.StartSink(t)
+	d := startDaemon(t, writeConfig(t, cityConfig), freeAddr(t))
+	pf := postfixtest.Start(t, postfixtest.Options{
+		Milter:        "inet:" + d.addr,
+		DefaultAction: "tempfail",
+		RelayTo:       sink.Addr(),
+		Extra:         extra,
+	})
 	pcfg := loadPolicy(t, cityConfig)
 	cases := []struct{ name, header, hidden string }{
 		{"bare-local-parts", "To: alice, bob, c@ext3.example.com\r\n", "To"},
