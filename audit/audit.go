@@ -85,8 +85,8 @@ func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 	attrs = append(attrs,
 		slog.String("queue_id", r.QueueID),
 	)
-	if r.MessageID != "" {
-		attrs = append(attrs, slog.String("message_id", r.MessageID))
+	if id := o.messageID(r.MessageID); id != "" {
+		attrs = append(attrs, slog.String("message_id", id))
 	}
 	attrs = append(attrs,
 		slog.String("action", d.Action.String()),

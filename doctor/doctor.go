@@ -136,6 +136,7 @@ type check func(*env) []Result
 // once that feature exists).
 var checks = []check{
 	checkWiring,
+	checkMilterMaps,
 	checkDefaultAction,
 	checkProtocol,
 	checkOrigin,
