@@ -35,7 +35,7 @@ type Address struct {
 // and A-label forms of one IDN domain are one recipient.
 // The local part is compared without quoting, since the strict parser
 // returns `"a b"@x` as `a b@x` and the lenient extractor keeps the quotes.
-func (a Address) key() string {
+func (a *Address) key() string {
 	if a.lower {
 		return a.Addr
 	}
@@ -136,12 +136,12 @@ func notIn(seen, parsed []Address) []Address {
 	}
 	var d dedupe
 	d.hint = len(parsed) + len(seen)
-	for _, a := range parsed {
-		d.add(a.key())
+	for i := range parsed {
+		d.add(parsed[i].key())
 	}
 	var extra []Address
 	for _, a := range seen {
-		if d.add(a.key()) {
+		if d.add((&a).key()) {
 			extra = append(extra, a)
 		}
 	}

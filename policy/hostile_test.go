@@ -90,7 +90,8 @@ func TestQuotedPairsKeepAddressesApart(t *testing.T) {
 	if a.key() == b.key() {
 		t.Fatalf("%s and %s counted as one", a.Addr, b.Addr)
 	}
-	if got := (Address{Addr: `"a\"b"@x.example`, Domain: "x.example"}).key(); got != `a"b@x.example` {
+	c := Address{Addr: `"a\"b"@x.example`, Domain: "x.example"}
+	if got := c.key(); got != `a"b@x.example` {
 		t.Fatalf("key %q", got)
 	}
 }

@@ -23,7 +23,7 @@ type tally struct {
 }
 
 // add counts a if its key k is new, and reports whether it was.
-func (t *tally) add(k string, a Address, orgs bool) bool {
+func (t *tally) add(k string, a *Address, orgs bool) bool {
 	if !t.seen.add(k) {
 		return false
 	}
@@ -42,7 +42,7 @@ func (t *tally) add(k string, a Address, orgs bool) bool {
 			if t.orgSeen == nil {
 				t.orgSeen = &dedupe{}
 			}
-			if t.orgSeen.add(orgDomain(a)) {
+			if t.orgSeen.add(orgDomain(*a)) {
 				t.orgs++
 			}
 		}
@@ -174,15 +174,15 @@ func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 			k := a.key()
 			// Lists repeat domains: classify each run of one domain once.
 			if a.Domain != lastDomain || a.Domain == "" {
-				lastDomain, lastInternal = a.Domain, cfg.internal(Address{Domain: a.Domain})
+				lastDomain, lastInternal = a.Domain, a.Domain == "" || cfg.Internal.Contains(a.Domain)
 			}
-			a.Internal = lastInternal && (a.Domain == "" || routedDomain(a.Addr) == "" || cfg.internal(*a))
+			a.Internal = lastInternal && (a.Domain == "" || routedDomain(a.Addr) == "" || cfg.internal(a))
 			if withCc {
-				combined.add(k, *a, orgs)
+				combined.add(k, a, orgs)
 			}
 			// To and Cc de-duplicate separately: the same address may be
 			// visible in both.
-			if !fs.add(k, *a, orgs) {
+			if !fs.add(k, a, orgs) {
 				continue
 			}
 			if n := len(fs.addrs); inPlace && n == i {
@@ -200,7 +200,7 @@ func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 // address whose local part routes it elsewhere (`x%ext.example@city`,
 // `ext.example!x@city`) is internal only if that domain is too: Postfix
 // may send it there.
-func (c *Config) internal(a Address) bool {
+func (c *Config) internal(a *Address) bool {
 	if a.Domain == "" {
 		return true
 	}
@@ -373,7 +373,8 @@ func (fs *fieldSet) displayNames() map[string]string {
 			continue
 		}
 		for _, a := range list {
-			names[Address{Addr: a.Address, Domain: addrDomain(a.Address)}.key()] = a.Name
+			k := Address{Addr: a.Address, Domain: addrDomain(a.Address)}
+			names[k.key()] = a.Name
 		}
 	}
 	return names
