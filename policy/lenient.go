@@ -2,6 +2,7 @@ package policy
 
 import (
 	"mime"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -233,8 +234,7 @@ func localPartBefore(s string, at, floor int, q *quoteState) (string, int) {
 			return "", -1
 		}
 	}
-	var first string
-	var more []string // earlier words, joined by dots across blanks, rarely
+	var words dotted
 	start := -1
 	for {
 		k := atomStart(s, j, floor)
@@ -242,11 +242,7 @@ func localPartBefore(s string, at, floor int, q *quoteState) (string, int) {
 		if word == "" {
 			break
 		}
-		if first == "" {
-			first = word
-		} else {
-			more = append(more, word)
-		}
+		words.add(word)
 		start = k
 		// obs-local-part: "john . smith" is john.smith.
 		if s[k] != '.' {
@@ -258,13 +254,35 @@ func localPartBefore(s string, at, floor int, q *quoteState) (string, int) {
 		}
 		j = skipCFWSBack(s, k, floor)
 	}
-	if more == nil {
-		return first, start
+	return words.join(true), start
+}
+
+// dotted collects the words of a dot-atom that blanks or comments split
+// (obsolete syntax), without allocating for the usual single word.
+type dotted struct {
+	first string
+	more  []string
+}
+
+func (d *dotted) add(w string) {
+	if d.first == "" {
+		d.first = w
+	} else {
+		d.more = append(d.more, w)
 	}
-	for a, b := 0, len(more)-1; a < b; a, b = a+1, b-1 {
-		more[a], more[b] = more[b], more[a]
+}
+
+// join returns the words joined by dots; reversed when they were
+// collected from right to left.
+func (d *dotted) join(reversed bool) string {
+	if d.more == nil {
+		return d.first
 	}
-	return strings.Join(more, ".") + "." + first, start
+	words := append([]string{d.first}, d.more...)
+	if reversed {
+		slices.Reverse(words)
+	}
+	return strings.Join(words, ".")
 }
 
 // domainAfter reads the domain after the "@" at s[at]: an address literal,
@@ -286,19 +304,15 @@ func domainAfter(s string, at int) (string, int) {
 			return "", k
 		}
 	}
-	first, end := "", k
-	var more []string // labels joined across blanks or comments, rarely
+	var labels dotted
+	end := k
 	for {
 		j := atomEnd(s, k)
 		word := strings.Trim(s[k:j], ".")
 		if word == "" {
 			break
 		}
-		if first == "" {
-			first = word
-		} else {
-			more = append(more, word)
-		}
+		labels.add(word)
 		end = j
 		// The next label, if a dot joins it with blanks or comments on
 		// either side; but not the local part of the next address.
@@ -320,10 +334,7 @@ func domainAfter(s string, at int) (string, int) {
 		}
 		k = m
 	}
-	if more == nil {
-		return first, end
-	}
-	return first + "." + strings.Join(more, "."), end
+	return labels.join(false), end
 }
 
 // appendBare appends to out the bare names of s: list entries that hold a
