@@ -108,6 +108,9 @@ func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 	if d.Settings.ConvertCc {
 		attrs = append(attrs, slog.Int("cc_total", d.CcTotal), slog.Int("cc_external", d.CcExternal))
 	}
+	if d.ResentTotal > 0 {
+		attrs = append(attrs, slog.Int("resent_total", d.ResentTotal), slog.Int("resent_external", d.ResentExternal))
+	}
 	if o.Mode != ModeNone && len(d.To) > 0 {
 		attrs = append(attrs, slog.Any("to", o.addresses(d.To)))
 	}

@@ -237,6 +237,9 @@ func envelopeRecipients(h []policy.Field) []string {
 		switch strings.ToLower(f.Name) {
 		case "to", "cc", "bcc":
 			for _, a := range policy.ParseAddressField(f.Value).Addrs {
+				if a.Domain == "" {
+					continue // a bare name: Postfix would add $myorigin
+				}
 				if k := strings.ToLower(a.Addr); !seen[k] {
 					seen[k] = true
 					out = append(out, a.Addr)
