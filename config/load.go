@@ -35,6 +35,7 @@ type rawPolicy struct {
 	OnParseError *string `mapstructure:"on_parse_error"`
 	DryRun       *bool   `mapstructure:"dry_run"`
 	StampHeader  *string `mapstructure:"stamp_header"`
+	Delivery     *string `mapstructure:"delivery"`
 }
 
 // rawDomain is one entry of the domains list. Domains are a list and never
@@ -55,6 +56,13 @@ type rawReinject struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 }
 
+type rawSplit struct {
+	MaxRecipients   int           `mapstructure:"max_recipients"`
+	MaxMessageBytes int64         `mapstructure:"max_message_bytes"`
+	StateDir        string        `mapstructure:"state_dir"`
+	Retention       time.Duration `mapstructure:"retention"`
+}
+
 type rawConfig struct {
 	Listen          string        `mapstructure:"listen"`
 	SocketMode      any           `mapstructure:"socket_mode"`
@@ -66,6 +74,7 @@ type rawConfig struct {
 	Audit           rawAudit      `mapstructure:"audit"`
 	MetricsListen   string        `mapstructure:"metrics_listen"`
 	Reinject        rawReinject   `mapstructure:"reinject"`
+	Split           rawSplit      `mapstructure:"split"`
 	InternalDomains []string      `mapstructure:"internal_domains"`
 	Policy          rawPolicy     `mapstructure:"policy"`
 	Domains         []rawDomain   `mapstructure:"domains"`
@@ -90,6 +99,10 @@ func defaults() map[string]any {
 		"metrics_listen":        "",
 		"reinject.address":      "",
 		"reinject.timeout":      "30s",
+		"split.max_recipients":    100,
+		"split.max_message_bytes": 10 << 20,
+		"split.state_dir":         "/var/lib/bccguard",
+		"split.retention":         "120h",
 		"internal_domains":      []string{},
 		"exempt_senders":        []string{},
 		"policy.threshold":      p.Threshold,
@@ -100,6 +113,7 @@ func defaults() map[string]any {
 		"policy.on_parse_error": string(p.OnParseError),
 		"policy.dry_run":        p.DryRun,
 		"policy.stamp_header":   p.StampHeader,
+		"policy.delivery":       string(p.Delivery),
 	}
 }
 
@@ -321,6 +335,7 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 		pc.ExemptSenders[strings.ToLower(s)] = true
 	}
 	c.Policy = pc
+	problems = append(problems, c.buildSplit(file, raw, bad)...)
 
 	switch {
 	case hasDomains && len(pc.Domains) == 0 && len(problems) == 0:
@@ -374,6 +389,12 @@ func mergeSettings(base policy.Settings, r rawPolicy, prefix string, bad func(st
 	}
 	if r.DryRun != nil {
 		s.DryRun = *r.DryRun
+	}
+	if r.Delivery != nil {
+		s.Delivery = policy.DeliveryMode(strings.ToLower(*r.Delivery))
+		if s.Delivery != policy.DeliveryHide && s.Delivery != policy.DeliverySplit {
+			bad(prefix+".delivery", "%q is not one of hide, split", *r.Delivery)
+		}
 	}
 	if r.StampHeader != nil {
 		s.StampHeader = strings.TrimSpace(*r.StampHeader)

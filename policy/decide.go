@@ -57,6 +57,9 @@ type Message struct {
 	Header []Field
 	// Overflow tells what a Collector had to leave out of Header.
 	Overflow Overflow
+	// Recipients are the envelope recipients (RCPT TO) without angle
+	// brackets; only delivery: split reads them.
+	Recipients []string
 }
 
 // Decision is the outcome for one message.
@@ -86,8 +89,18 @@ type Decision struct {
 	To []Address
 	// Parse says whether the address fields could be read.
 	Parse ParseProblem
-	// Edits are the header changes to make, in order.
+	// Edits are the header changes to make, in order. With delivery:
+	// split they are the fallback: what the original gets when no copy
+	// could be handed over.
 	Edits []Edit
+	// Delivery is how a Convert reaches the moved recipients: split only
+	// when copies are to be made (also in a dry run); "" unless Convert.
+	Delivery DeliveryMode
+	// Copies are the copies of a split, one per moved recipient.
+	Copies []Copy
+	// SplitEdits are the original's header changes once copies were
+	// handed over: Edits with the stamp saying split.
+	SplitEdits []Edit
 }
 
 // Decide applies the policy to one message. It never panics on any input
@@ -165,7 +178,11 @@ func Decide(cfg *Config, msg Message) Decision {
 	}
 	d.Action = Convert
 	d.Reason = seen + "; threshold " + threshold + " reached" + count
-	return v.convert(d, settings, msg.Header)
+	d = v.convert(d, settings, msg.Header)
+	if settings.Delivery == DeliverySplit {
+		return v.split(d, settings, msg.Recipients)
+	}
+	return d
 }
 
 // onParseError applies the on_parse_error setting to a message whose
@@ -182,8 +199,14 @@ func onParseError(d Decision, s Settings, what string, v *visible, h []Field) De
 	}
 	d.Action = Convert
 	d.Reason = what + "; on_parse_error is hide"
+	if s.Delivery == DeliverySplit {
+		d.Reason += " (hide, not split)"
+	}
 	s.Move = MoveAll
-	return v.convert(d, s, h)
+	s.Delivery = DeliveryHide
+	d = v.convert(d, s, h)
+	d.Delivery = DeliveryHide
+	return d
 }
 
 func plural(n int, one, many string) string {

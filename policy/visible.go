@@ -166,6 +166,7 @@ func (v *visible) convert(d Decision, s Settings, h []Field) Decision {
 		}
 		edits = append(edits, deleteRest("Cc", len(v.cc.fields), first)...)
 	}
+	d.Delivery = DeliveryHide
 	if s.DryRun {
 		d.DryRun = true
 		return d
