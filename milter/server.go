@@ -54,6 +54,8 @@ type Server struct {
 	// decide is policy.Decide; tests replace it before serving to reach
 	// the panic path.
 	decide func(*policy.Config, policy.Message) policy.Decision
+	// splitStores are the records of delivery: split (split.go).
+	splitStores splitStores
 }
 
 // NewServer returns a server reading the config from c at the start of
@@ -74,6 +76,8 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 		gomilter.WithActions(Actions),
 		gomilter.WithReadTimeout(sessionIdleTimeout),
 		gomilter.WithProtocols(Protocol),
+		// Adds the events and actions of delivery: split per connection.
+		gomilter.WithNegotiationCallback(s.negotiate),
 		// Postfix sends the queue id at end-of-message by default
 		// (milter_end_of_data_macros); asking for it keeps it there when
 		// an admin has changed that list.
@@ -102,6 +106,7 @@ func wrapListener(ln net.Listener) net.Listener {
 // flight to end, or for ctx to be done; then it closes what is left, and
 // Postfix applies milter_default_action to those messages.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.splitStores.close()
 	if err := s.srv.Shutdown(ctx); err != nil {
 		return fmt.Errorf("milter: shutdown: %w", err)
 	}
@@ -110,5 +115,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close stops the server at once, cutting sessions in flight.
 func (s *Server) Close() error {
+	defer s.splitStores.close()
 	return s.srv.Close()
 }

@@ -193,11 +193,11 @@ func (c *Client) Send(tx *Transaction) Result {
 		return Result{Err: err}
 	}
 	if err := c.smtp.Mail(tx.Mail.From, mailOptions(tx.Mail)); err != nil {
-		return fail("MAIL FROM:<"+tx.Mail.From+">", err)
+		return fail("MAIL FROM", err)
 	}
 	for _, r := range tx.Rcpts {
 		if err := c.smtp.Rcpt(r.Addr, rcptOptions(r)); err != nil {
-			return fail("RCPT TO:<"+r.Addr+">", err)
+			return fail("RCPT TO", err)
 		}
 	}
 	w, err := c.smtp.Data()

@@ -3,6 +3,7 @@ package split
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -42,6 +43,9 @@ type Outcome struct {
 	RecordErr error
 }
 
+// ErrRecords marks a failure to read the records: then no copy is made.
+var ErrRecords = errors.New("split: records unreadable")
+
 // Splitter hands copies over and keeps the records.
 type Splitter struct {
 	Store    *Store
@@ -58,7 +62,7 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 	if err != nil {
 		// Without the records a retry cannot be told from a new message:
 		// send nothing, so that nobody gets a copy twice.
-		out.Failed, out.Err = len(job.Copies), err
+		out.Failed, out.Err = len(job.Copies), fmt.Errorf("%w: %w", ErrRecords, err)
 		return out
 	}
 	var pending []int

@@ -21,13 +21,12 @@ var bucket = []byte("handed_over")
 // Store is the durable record of copies handed over, one entry per
 // (message digest, recipient). It is safe for concurrent use.
 type Store struct {
-	db        *bolt.DB
-	retention time.Duration
+	db *bolt.DB
 }
 
 // OpenStore opens (or creates) the records in dir. Only one process may
 // have them open: a second one waits up to 5 seconds and then fails.
-func OpenStore(dir string, retention time.Duration) (*Store, error) {
+func OpenStore(dir string) (*Store, error) {
 	path := filepath.Join(dir, StoreFile)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
@@ -40,7 +39,7 @@ func OpenStore(dir string, retention time.Duration) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("split: open records %s: %w", path, err)
 	}
-	return &Store{db: db, retention: retention}, nil
+	return &Store{db: db}, nil
 }
 
 // key is the digest, then the recipient lower-cased: one message's
@@ -82,9 +81,9 @@ func (s *Store) Record(d Digest, rcpt, queueID string, at time.Time) error {
 	return nil
 }
 
-// Prune deletes records older than the retention and returns how many.
-func (s *Store) Prune(now time.Time) (int, error) {
-	cutoff := now.Add(-s.retention).Unix()
+// Prune deletes records made before cutoff and returns how many.
+func (s *Store) Prune(before time.Time) (int, error) {
+	cutoff := before.Unix()
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucket).Cursor()
