@@ -61,36 +61,44 @@ type received struct {
 }
 
 // byRecipient waits until every recipient in want has a delivery (and a
-// moment more, for duplicates), then returns what each got, for subject.
+// second more, for duplicates), then returns what each got, for subject.
 func byRecipient(t *testing.T, sink *postfixtest.Sink, subject string, want []string) map[string][]received {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		got := map[string][]received{}
-		for _, d := range sink.Deliveries() {
-			h := header(t, d.Data)
-			if field(h, "Subject") != subject {
-				continue
-			}
-			_, body, _ := bytes.Cut(d.Data, []byte("\r\n\r\n"))
-			r := received{to: field(h, "To"), cc: field(h, "Cc"), stamp: field(h, "X-BCCGuard"), body: body}
-			for _, rc := range d.Rcpts {
-				got[rc] = append(got[rc], r)
-			}
-		}
+		got := collect(t, sink)[subject]
 		all := true
 		for _, w := range want {
 			all = all && len(got[w]) > 0
 		}
-		if all && time.Now().After(deadline.Add(-28*time.Second)) {
+		if all {
 			time.Sleep(time.Second)
-			return got
+			return collect(t, sink)[subject]
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not every recipient of %q got mail: %v", subject, want, got)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// collect returns what the sink received, by subject and recipient.
+func collect(t *testing.T, sink *postfixtest.Sink) map[string]map[string][]received {
+	t.Helper()
+	out := map[string]map[string][]received{}
+	for _, d := range sink.Deliveries() {
+		h := header(t, d.Data)
+		subject := field(h, "Subject")
+		if out[subject] == nil {
+			out[subject] = map[string][]received{}
+		}
+		_, body, _ := bytes.Cut(d.Data, []byte("\r\n\r\n"))
+		r := received{to: field(h, "To"), cc: field(h, "Cc"), stamp: field(h, "X-BCCGuard"), body: body}
+		for _, rc := range d.Rcpts {
+			out[subject][rc] = append(out[subject][rc], r)
+		}
+	}
+	return out
 }
 
 // exactlyOnce checks that each recipient got one message, and nobody else

@@ -197,7 +197,7 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		args[r] = st.rcptArgs[i]
 	}
 	job := &split.Job{
-		Digest: split.MessageDigest(s.sender, st.header, queueID, body.BodySum()),
+		Digest: split.MessageDigest(s.sender, st.header, body.BodySum()),
 		Mail:   reinject.ParseMailArgs(s.sender, strings.Fields(st.mailArgs)),
 		Rcpt:   func(a string) reinject.Rcpt { return reinject.ParseRcptArgs(a, strings.Fields(args[a])) },
 		Header: st.header,
