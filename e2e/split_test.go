@@ -33,6 +33,8 @@ domains:
   - domain: city.example.jp
   - domain: kikaku.city.example.jp
     move: external
+  - domain: shiken.city.example.jp
+    dry_run: true
 `, reinjectAddr, stateDir)
 }
 
@@ -242,8 +244,22 @@ func TestSplitThroughPostfix(t *testing.T) {
 		}
 	})
 
+	t.Run("dry run changes nothing", func(t *testing.T) {
+		rcpts := []string{"d1@ext.example", "d2@other.example"}
+		if err := pf.Send("tester@shiken.city.example.jp", rcpts, msg("dry run", "d1@ext.example, d2@other.example", "")); err != nil {
+			t.Fatal(err)
+		}
+		got := byRecipient(t, sink, "dry run", rcpts)
+		exactlyOnce(t, "dry run", got, rcpts)
+		for rc, r := range got {
+			if r[0].to != "d1@ext.example, d2@other.example" || r[0].stamp != "" {
+				t.Errorf("%s: To %q stamp %q", rc, r[0].to, r[0].stamp)
+			}
+		}
+	})
+
 	log := d.log.String()
-	for _, want := range []string{"delivery=split", "copies=3", "split_fallback=max_recipients", "split_fallback=max_message_bytes", "original_discarded=true"} {
+	for _, want := range []string{"dry_run=true sender_domain=shiken.city.example.jp", "convert_cc=false delivery=split copies=2 reason=", "delivery=split", "copies=3", "split_fallback=max_recipients", "split_fallback=max_message_bytes", "original_discarded=true"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}

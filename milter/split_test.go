@@ -1,0 +1,132 @@
+package milter
+
+import (
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	gomilter "github.com/d--j/go-milter"
+
+	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/internal/miltertest"
+	"github.com/bccguard/bccguard/policy"
+)
+
+// copyServer stands in for Postfix's reinjection service: it records the
+// recipient and data of every message it accepts.
+type copyServer struct {
+	addr string
+	mu   sync.Mutex
+	got  map[string]string
+}
+
+type copySession struct {
+	s    *copyServer
+	rcpt string
+}
+
+func (cs *copySession) Mail(string, *smtp.MailOptions) error { return nil }
+func (cs *copySession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	cs.rcpt = to
+	return nil
+}
+func (cs *copySession) Data(r io.Reader) error {
+	b, _ := io.ReadAll(r)
+	cs.s.mu.Lock()
+	cs.s.got[cs.rcpt] = string(b)
+	cs.s.mu.Unlock()
+	return nil
+}
+func (cs *copySession) Reset()        {}
+func (cs *copySession) Logout() error { return nil }
+
+func startCopyServer(t *testing.T) *copyServer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &copyServer{addr: l.Addr().String(), got: map[string]string{}}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &copySession{s: cs}, nil }))
+	srv.Domain = "test.invalid"
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return cs
+}
+
+func splitSnapshot(t *testing.T, reinjectAddr string) *config.Config {
+	c := snapshot(cityPolicy(t, func(s *policy.Settings) { s.Delivery = policy.DeliverySplit }))
+	c.Reinject = config.Reinject{Address: "inet:" + reinjectAddr, Timeout: 5 * time.Second}
+	c.Split = config.Split{MaxRecipients: 10, MaxMessageBytes: 1 << 20, StateDir: t.TempDir(), Retention: time.Hour}
+	return c
+}
+
+func modStrings(mods []gomilter.ModifyAction) []string {
+	out := make([]string, len(mods))
+	for i, m := range mods {
+		out[i] = m.String()
+	}
+	return out
+}
+
+// TestSplitNegotiationFollowsTheSnapshotAtConnect: body and recipient
+// events and recipient removal are asked for only on connections opened
+// while some rule uses split; a connection opened before keeps its lean
+// protocol and hides instead.
+func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
+	cs := startCopyServer(t)
+	addr, p, _ := startServer(t, cityPolicy(t, nil))
+	before := miltertest.Dial(t, "tcp", addr)
+	p.Store(splitSnapshot(t, cs.addr))
+	after := miltertest.Dial(t, "tcp", addr)
+	if !before.ProtocolOption(gomilter.OptNoBody) || !before.ProtocolOption(gomilter.OptNoRcptTo) || before.ActionOption(gomilter.OptRemoveRcpt) {
+		t.Error("a hide-only connection negotiated split's events")
+	}
+	if after.ProtocolOption(gomilter.OptNoBody) || after.ProtocolOption(gomilter.OptNoRcptTo) || !after.ActionOption(gomilter.OptRemoveRcpt) {
+		t.Error("a split connection lacks body, recipients or recipient removal")
+	}
+	msg := miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q1", Rcpts: []string{"a@ext.example", "b@ext.example", "bcc@ext.example"},
+		Header: [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example, B <b@ext.example>"}, {"Subject", "s"}}}
+
+	mods, act := before.Send(t, msg)
+	if act.Type != gomilter.ActionAccept || strings.Contains(strings.Join(modStrings(mods), "\n"), "DelRcpt") || len(cs.got) != 0 {
+		t.Errorf("old connection: %v %q, copies %v", act, modStrings(mods), cs.got)
+	}
+
+	mods, act = after.Send(t, msg)
+	got := strings.Join(modStrings(mods), "\n")
+	if act.Type != gomilter.ActionAccept {
+		t.Fatalf("action %v", act)
+	}
+	for _, want := range []string{`DelRcpt "<a@ext.example>"`, `DelRcpt "<b@ext.example>"`, `"To" "undisclosed-recipients:;"`, `"X-BCCGuard" "split; to=2 external=2 moved=2 copies=2"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("modifications lack %s:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "bcc@") {
+		t.Errorf("the Bcc recipient was removed:\n%s", got)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if len(cs.got) != 2 || !strings.Contains(cs.got["b@ext.example"], "\r\nTo: \"B\" <b@ext.example>\r\n") || !strings.HasSuffix(cs.got["a@ext.example"], "\r\n\r\nbody\r\n") {
+		t.Errorf("copies %q", cs.got)
+	}
+}
+
+func TestSplitDiscardsAnEmptyOriginal(t *testing.T) {
+	cs := startCopyServer(t)
+	addr, p, _ := startServer(t, cityPolicy(t, nil))
+	p.Store(splitSnapshot(t, cs.addr))
+	s := miltertest.Dial(t, "tcp", addr)
+	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q2", Rcpts: []string{"a@ext.example", "b@ext.example"},
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}})
+	if act.Type != gomilter.ActionDiscard {
+		t.Fatalf("action %v, mods %q", act, modStrings(mods))
+	}
+	if len(cs.got) != 2 {
+		t.Errorf("copies %v", cs.got)
+	}
+}
