@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bccguard/bccguard/policy"
@@ -83,6 +84,26 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 		return out
 	}
 	defer client.Close()
+	// Each record is written while the next copy is handed over: the
+	// window of each copy (its 250 to its record on disk) stays the same,
+	// but the fsync no longer holds up the next copy. All are on disk
+	// before Run returns, that is before the original is answered.
+	var records sync.WaitGroup
+	var recordMu sync.Mutex
+	defer records.Wait()
+	record := func(rcpt, queueID string) {
+		records.Add(1)
+		go func() {
+			defer records.Done()
+			if err := s.Store.Record(job.Digest, rcpt, queueID, time.Now()); err != nil {
+				recordMu.Lock()
+				if out.RecordErr == nil {
+					out.RecordErr = err
+				}
+				recordMu.Unlock()
+			}
+		}()
+	}
 	for _, i := range pending {
 		c := job.Copies[i]
 		header := policy.FormatHeader(policy.Apply(job.Header, c.Edits))
@@ -104,10 +125,9 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 		}
 		out.HandedOver[i] = true
 		out.Sent++
-		if err := s.Store.Record(job.Digest, c.Rcpts[0], res.QueueID, time.Now()); err != nil && out.RecordErr == nil {
-			out.RecordErr = err
-		}
+		record(c.Rcpts[0], res.QueueID)
 	}
+	records.Wait()
 	if out.Err == nil && out.Failed > 0 {
 		out.Err = errors.New("split: not every copy was handed over")
 	}
