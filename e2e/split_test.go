@@ -43,7 +43,11 @@ domains:
 // with delivery: split.
 func splitSetup(t *testing.T) (*postfixtest.Sink, *daemon, *postfixtest.Instance, string) {
 	t.Helper()
-	sink := postfixtest.StartSink(t)
+	return splitSetupWith(t, postfixtest.StartSink(t))
+}
+
+func splitSetupWith(t *testing.T, sink *postfixtest.Sink) (*postfixtest.Sink, *daemon, *postfixtest.Instance, string) {
+	t.Helper()
 	addr := freeAddr(t)
 	pf := postfixtest.Start(t, postfixtest.Options{
 		Milter: "inet:" + addr, DefaultAction: "tempfail", RelayTo: sink.Addr(), Reinject: true,
@@ -262,6 +266,63 @@ func TestSplitThroughPostfix(t *testing.T) {
 	for _, want := range []string{"dry_run=true sender_domain=shiken.city.example.jp", "convert_cc=false delivery=split copies=2 reason=", "delivery=split", "copies=3", "split_fallback=max_recipients", "split_fallback=max_message_bytes", "original_discarded=true"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+}
+
+// TestSplitKeepsDSNParameters: each copy carries its recipient's RCPT
+// parameters (NOTIFY, ORCPT) and the message's MAIL parameters (RET,
+// ENVID, SMTPUTF8), all the way through Postfix.
+func TestSplitKeepsDSNParameters(t *testing.T) {
+	sink, _, pf, _ := splitSetupWith(t, postfixtest.StartDSNSink(t))
+	c, err := smtp.Dial(pf.SMTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("staff@city.example.jp", &smtp.MailOptions{Return: smtp.DSNReturnHeaders, EnvelopeID: "ENV42", UTF8: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		addr string
+		opts *smtp.RcptOptions
+	}{
+		{"u1@ext.example", &smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyFailure}, OriginalRecipientType: smtp.DSNAddressTypeRFC822, OriginalRecipient: "Original+1@ext.example"}},
+		{"u2@other.example", &smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifyNever}}},
+	} {
+		if err := c.Rcpt(r.addr, r.opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("From: スタッフ <staff@city.example.jp>\r\nTo: u1@ext.example, u2@other.example\r\nSubject: dsn\r\nMessage-ID: <dsn@city.example.jp>\r\n\r\nbody\r\n"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit()
+	rcpts := []string{"u1@ext.example", "u2@other.example"}
+	got := byRecipient(t, sink, "dsn", rcpts)
+	exactlyOnce(t, "dsn", got, rcpts)
+	for _, d := range sink.Deliveries() {
+		if !strings.Contains(string(d.Data), "Subject: dsn\r\n") {
+			continue
+		}
+		if d.Mail.Return != smtp.DSNReturnHeaders || d.Mail.EnvelopeID != "ENV42" || !d.Mail.UTF8 {
+			t.Errorf("copy for %q: MAIL parameters %+v", d.Rcpts, d.Mail)
+		}
+		o := d.RcptOptions[0]
+		switch d.Rcpts[0] {
+		case "u1@ext.example":
+			if !slices.Equal(o.Notify, []smtp.DSNNotify{"SUCCESS", "FAILURE"}) || o.OriginalRecipient != "Original+1@ext.example" {
+				t.Errorf("copy for u1: RCPT parameters %+v", o)
+			}
+		default:
+			if !slices.Equal(o.Notify, []smtp.DSNNotify{"NEVER"}) {
+				t.Errorf("copy for %s: RCPT parameters %+v", d.Rcpts[0], o)
+			}
 		}
 	}
 }

@@ -135,7 +135,7 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 	d := s.decision()
 	edits := d.Edits
 	var split *splitResult
-	if d.Delivery == policy.DeliverySplit && !d.DryRun {
+	if splitPlanned(d) {
 		res, err := s.carryOutSplit(m, queueID, d)
 		if err != nil {
 			s.server.log.Error("cannot remove a recipient; Postfix applies milter_default_action",
@@ -160,7 +160,7 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 	took := time.Since(start)
 	s.server.metrics.Decided(d, took)
 	rec := audit.Record{QueueID: queueID, Sender: s.sender, Decision: d, Duration: took}
-	if split != nil {
+	if split != nil && split.audit != nil {
 		rec.Split = split.audit
 		rec.Split.Discarded = split.discard
 	}

@@ -152,6 +152,14 @@ func (s *session) bodyChunk(chunk []byte) {
 	st.body = nil
 }
 
+// splitPlanned reports whether the rule meant to split this message: a
+// conversion under delivery: split whose To could be read (an unreadable
+// one is hidden, never split).
+func splitPlanned(d policy.Decision) bool {
+	return d.Action == policy.Convert && !d.DryRun && d.Settings.Delivery == policy.DeliverySplit &&
+		d.Parse != policy.ParseUnreadable && d.Parse != policy.ParseTooLarge
+}
+
 // splitResult is what end-of-message does after a split.
 type splitResult struct {
 	edits   []policy.Edit
@@ -174,7 +182,10 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	}
 	switch {
 	case !st.enabled:
-		return fallback("not_negotiated", errors.New("this milter connection was opened before split was configured"))
+		return fallback("not_negotiated", errors.New("a reload turned split on while this milter connection was being negotiated"))
+	case d.Delivery != policy.DeliverySplit:
+		// No envelope recipient is a moved To address: a plain hide.
+		return splitResult{edits: d.Edits}, nil
 	case len(d.Copies) > s.cfg.Split.MaxRecipients:
 		return fallback("max_recipients", fmt.Errorf("%d copies, split.max_recipients is %d", len(d.Copies), s.cfg.Split.MaxRecipients))
 	case st.tooBig:

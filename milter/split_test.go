@@ -3,13 +3,14 @@ package milter
 import (
 	"io"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	gomilter "github.com/d--j/go-milter"
+	"github.com/emersion/go-smtp"
 
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/internal/miltertest"
@@ -78,7 +79,7 @@ func modStrings(mods []gomilter.ModifyAction) []string {
 // protocol and hides instead.
 func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
 	cs := startCopyServer(t)
-	addr, p, _ := startServer(t, cityPolicy(t, nil))
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
 	before := miltertest.Dial(t, "tcp", addr)
 	p.Store(splitSnapshot(t, cs.addr))
 	after := miltertest.Dial(t, "tcp", addr)
@@ -108,6 +109,13 @@ func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
 	}
 	if strings.Contains(got, "bcc@") {
 		t.Errorf("the Bcc recipient was removed:\n%s", got)
+	}
+	rec := httptest.NewRecorder()
+	srv.metrics.Handler(func() bool { return true }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{"bccguard_split_copies_total 2\n", `bccguard_split_fallbacks_total{reason="not_negotiated"} 0` + "\n", `bccguard_split_fallbacks_total{reason="reinject"} 0` + "\n"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
