@@ -24,6 +24,7 @@ fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParseAddressField$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzScanList$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./milter -run '^$$' -fuzz '^FuzzProtocol$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
 # --- Debian package (docs/install.md) ---------------------------------------
 # `make deb` builds dist/bccguard and dist/bccguard_$(VERSION)-1_$(GOARCH).deb

@@ -53,6 +53,10 @@ type Options struct {
 type Record struct {
 	// QueueID is Postfix's queue id (macro i).
 	QueueID string
+	// MessageID is the Message-ID field; it follows a message whose
+	// queue id changes (pickup gives a local submission a new one on each
+	// retry while bccguard is down).
+	MessageID string
 	// Sender is the envelope sender.
 	Sender string
 	// Decision is the policy's outcome.
@@ -99,6 +103,11 @@ func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 	attrs := make([]slog.Attr, 0, 20)
 	attrs = append(attrs,
 		slog.String("queue_id", r.QueueID),
+	)
+	if r.MessageID != "" {
+		attrs = append(attrs, slog.String("message_id", r.MessageID))
+	}
+	attrs = append(attrs,
 		slog.String("action", d.Action.String()),
 		slog.Bool("dry_run", d.DryRun),
 	)

@@ -78,7 +78,7 @@ func Start(c *config.Config, o Options, log *slog.Logger, level *slog.LevelVar) 
 			ln.Close()
 			return nil, fmt.Errorf("daemon: metrics: %w", err)
 		}
-		d.http = &http.Server{Handler: d.metrics.Handler(d.ready.Load), ReadHeaderTimeout: 10 * time.Second}
+		d.http = &http.Server{Handler: d.metrics.Handler(d.readiness), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := d.http.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				d.served <- fmt.Errorf("daemon: metrics: %w", err)
@@ -93,6 +93,14 @@ func Start(c *config.Config, o Options, log *slog.Logger, level *slog.LevelVar) 
 	log.Info("bccguard started", slog.String("listen", d.listen), slog.String("config", c.Name()),
 		slog.String("metrics", c.MetricsListen), slog.String("version", o.Version))
 	return d, nil
+}
+
+// readiness is what /readyz reports: nil, or why no mail can be served.
+func (d *Daemon) readiness() error {
+	if !d.ready.Load() {
+		return errors.New("not serving (starting or shutting down)")
+	}
+	return d.milter.Saturated()
 }
 
 // Done delivers the error that ends the daemon on its own (a listener

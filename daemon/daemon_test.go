@@ -186,7 +186,7 @@ func (d *testDaemon) scrape(t *testing.T, path string) string {
 	t.Helper()
 	rec := &responseRecorder{}
 	req, _ := http.NewRequest("GET", path, nil)
-	d.metrics.Handler(d.ready.Load).ServeHTTP(rec, req)
+	d.metrics.Handler(d.readiness).ServeHTTP(rec, req)
 	return rec.String()
 }
 
@@ -305,6 +305,8 @@ func TestMetricsAndHealth(t *testing.T) {
 		`bccguard_config_loaded_timestamp_seconds`,
 		`bccguard_build_info{goversion=`,
 		`bccguard_parse_errors_total{kind="unreadable"} 0`,
+		`bccguard_passed_total{reason="internal_only"} 1`,
+		`bccguard_passed_total{reason="sender_not_covered"} 0`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)

@@ -36,7 +36,10 @@ func newLogger(c *config.Config, stderr io.Writer, dialSyslog func() (*syslog.Wr
 	}
 	w, err := dialSyslog()
 	if err != nil {
-		return nil, nil, fmt.Errorf("daemon: log_output syslog: %w", err)
+		// Debian 12 and RHEL 9 install no syslog daemon by default: the
+		// journal has the logs, and /dev/log may lead nowhere.
+		return nil, nil, fmt.Errorf("daemon: log_output syslog needs a syslog daemon listening on /dev/log "+
+			"(install rsyslog, or set log_output: stderr, which systemd sends to the journal): %w", err)
 	}
 	// syslog stamps the time itself.
 	opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {

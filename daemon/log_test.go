@@ -77,3 +77,21 @@ func TestSocketGroup(t *testing.T) {
 		t.Fatalf("socket gid %s mode %v; want %s 0640", gid, fi.Mode().Perm(), g.Gid)
 	}
 }
+
+// TestSyslogMissingSaysWhy: without a syslog daemon (Debian 12's default)
+// the error says what is needed, not only "Unix syslog delivery error".
+func TestSyslogMissingSaysWhy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log") // nothing listens here
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(f, []byte("log_output: syslog\n"), 0o644)
+	c, err := config.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = newLogger(c, nil, func() (*syslog.Writer, error) {
+		return syslog.Dial("unixgram", path, syslog.LOG_MAIL|syslog.LOG_INFO, syslogTag)
+	})
+	if err == nil || !strings.Contains(err.Error(), "needs a syslog daemon listening on /dev/log") || !strings.Contains(err.Error(), "log_output: stderr") {
+		t.Fatalf("error %v", err)
+	}
+}

@@ -20,10 +20,13 @@ type Metrics struct {
 	registry *prometheus.Registry
 
 	messages     *prometheus.CounterVec
+	passed       *prometheus.CounterVec
 	moved        prometheus.Counter
 	parseErrors  *prometheus.CounterVec
 	latency      prometheus.Histogram
 	sessions     prometheus.Gauge
+	refused      prometheus.Counter
+	evicted      prometheus.Counter
 	panics       prometheus.Counter
 	reloads      *prometheus.CounterVec
 	configLoaded prometheus.Gauge
@@ -39,6 +42,10 @@ func New(version string) *Metrics {
 			Name: "bccguard_messages_total",
 			Help: "Messages decided, by action (convert, pass, tempfail) and dry_run.",
 		}, []string{"action", "dry_run"}),
+		passed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bccguard_passed_total",
+			Help: "Messages that left unconverted, by reason: null_sender, exempt, sender_not_covered, sender_disabled, internal_only, below_threshold, parse_error_accept, dry_run.",
+		}, []string{"reason"}),
 		moved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bccguard_addresses_moved_total",
 			Help: "Addresses removed from visible headers (kept on the envelope).",
@@ -55,6 +62,14 @@ func New(version string) *Metrics {
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bccguard_sessions_in_flight",
 			Help: "Milter sessions currently open.",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bccguard_sessions_refused_total",
+			Help: "Milter connections closed at once because the session cap was reached (Postfix tempfails their mail).",
+		}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bccguard_sessions_evicted_total",
+			Help: "Milter sessions closed because they were silent while the session cap was nearly reached.",
 		}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bccguard_panics_total",
@@ -79,8 +94,8 @@ func New(version string) *Metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	m.split = newSplitMetrics(m.registry)
-	m.registry.MustRegister(m.messages, m.moved, m.parseErrors, m.latency, m.sessions,
-		m.panics, m.reloads, m.configLoaded, m.configLoad, build,
+	m.registry.MustRegister(m.messages, m.passed, m.moved, m.parseErrors, m.latency, m.sessions,
+		m.refused, m.evicted, m.panics, m.reloads, m.configLoaded, m.configLoad, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make the labelled series visible at zero from the start, so that
 	// rate() and alerts work before the first event.
@@ -88,6 +103,9 @@ func New(version string) *Metrics {
 		m.messages.WithLabelValues(a, "false")
 	}
 	m.messages.WithLabelValues("convert", "true")
+	for _, r := range policy.PassReasons {
+		m.passed.WithLabelValues(string(r))
+	}
 	for _, k := range []string{"lenient", "unreadable", "too_large"} {
 		m.parseErrors.WithLabelValues(k)
 	}
@@ -103,6 +121,9 @@ func (m *Metrics) Decided(d policy.Decision, took time.Duration) {
 		dry = "true"
 	}
 	m.messages.WithLabelValues(d.Action.String(), dry).Inc()
+	if d.Passed != policy.NotPassed {
+		m.passed.WithLabelValues(string(d.Passed)).Inc()
+	}
 	if d.Action == policy.Convert && !d.DryRun {
 		m.moved.Add(float64(d.Moved))
 	}
@@ -117,6 +138,12 @@ func (m *Metrics) SessionOpened() { m.sessions.Inc() }
 
 // SessionClosed is the counterpart of SessionOpened.
 func (m *Metrics) SessionClosed() { m.sessions.Dec() }
+
+// SessionRefused counts a connection refused at the session cap.
+func (m *Metrics) SessionRefused() { m.refused.Inc() }
+
+// SessionsEvicted counts silent sessions closed to make room.
+func (m *Metrics) SessionsEvicted(n int) { m.evicted.Add(float64(n)) }
 
 // Panicked counts a recovered panic.
 func (m *Metrics) Panicked() { m.panics.Inc() }
@@ -140,16 +167,17 @@ func (m *Metrics) ConfigLoaded(t time.Time) {
 }
 
 // Handler serves /metrics, /healthz (the process is alive) and /readyz
-// (ready reports whether the milter listens with a valid config).
-func (m *Metrics) Handler(ready func() bool) http.Handler {
+// (ready returns nil when the milter listens with a valid config and can
+// take sessions, else the reason, which /readyz prints with its 503).
+func (m *Metrics) Handler(ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
-	"golang.org/x/net/netutil"
 
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/metrics"
@@ -32,18 +31,50 @@ const Protocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoRcpt
 	gomilter.OptNoData | gomilter.OptNoUnknown | gomilter.OptNoEOH | gomilter.OptNoBody |
 	gomilter.OptNoMailReply | gomilter.OptNoHeaderReply
 
-// MaxSessions caps the milter sessions served at once; further connections
-// wait in the listen backlog (Postfix then applies milter_connect_timeout
-// and milter_default_action), so that idle connections from a local user
-// cannot exhaust the daemon's file descriptors.
+// MaxSessions caps the milter sessions served at once, so that
+// connections from a local user cannot exhaust the daemon's file
+// descriptors. From nine tenths of it on, sessions silent for
+// pressureIdleTimeout are closed to make room for new ones; a connection
+// that still finds no room is closed at once (Postfix then applies
+// milter_default_action), counted and reported by /readyz.
 const MaxSessions = 2000
 
-// sessionIdleTimeout ends a session that sends nothing for this long, so
-// that dead connections do not pile up. Postfix sends nothing between MAIL
-// FROM and the header fields, which it passes only after the whole DATA
-// has arrived: a large message over a slow link can take an hour, so it is
-// generous.
-const sessionIdleTimeout = 3 * time.Hour
+// pressureIdleTimeout is how long a session may stay silent while the
+// cap is nearly reached. Postfix's own sessions talk: each message sends
+// MAIL FROM, the header and end-of-message; what stays silent for a
+// minute with the daemon that busy is almost always a connection held
+// on purpose. A message whose DATA takes longer than this while the cap
+// is nearly full is tempfailed and retried.
+const pressureIdleTimeout = time.Minute
+
+// MaxPacketSize is the largest milter packet bccguard reads; a longer one
+// ends the session. Postfix's largest packets are a body chunk (64 KiB
+// with the default negotiation) and a header field, bounded by
+// header_size_limit (100 KiB by default; an admin who raises it near
+// 1 MiB would see such mail tempfailed). Packets are read in 64 KiB
+// chunks as their bytes arrive, so a claimed length costs at most one
+// chunk before that.
+const MaxPacketSize = 1 << 20
+
+// messageIdleTimeout ends a session that sends nothing for this long
+// inside a message. Postfix sends nothing between MAIL FROM and the header
+// fields, which it passes only after the whole DATA has arrived: a large
+// message over a slow link can take an hour, so it is generous.
+const messageIdleTimeout = 3 * time.Hour
+
+// sessionIdleTimeout ends a session that sends nothing for this long
+// outside a message (after negotiation, or after end-of-message or abort).
+// Postfix's smtpd opens its milter connections when the SMTP session
+// starts and sends bccguard nothing until MAIL FROM; in between a client
+// may send commands (EHLO, STARTTLS, AUTH, NOOP keep-alives), each within
+// smtpd_timeout (300 s), until smtpd_junk_command_limit and the error
+// limits end it. An hour covers such sessions; if the milter is gone,
+// Postfix tempfails that session's next message (milter_default_action).
+// Silent crowds are handled by pressureIdleTimeout, not by this.
+const sessionIdleTimeout = time.Hour
+
+// capWarnInterval spaces the warnings about refused and evicted sessions.
+const capWarnInterval = time.Minute
 
 // Server is a milter server that applies the current config snapshot.
 type Server struct {
@@ -51,9 +82,19 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	srv     *gomilter.Server
+	limits  limits
+	// limit is the listener that enforces maxSessions, set by Serve.
+	limit atomic.Pointer[limitListener]
+	// lastCapWarn is when the last "cap reached" warning was logged
+	// (Unix nanoseconds); refusedSince counts refusals since then.
+	lastCapWarn  atomic.Int64
+	refusedSince atomic.Int64
+	evictedSince atomic.Int64
 	// decide is policy.Decide; tests replace it before serving to reach
 	// the panic path.
 	decide func(*policy.Config, policy.Message) policy.Decision
+	// origins warns about unqualified local sender domains.
+	origins *originWarner
 	// splitStores are the records of delivery: split (split.go).
 	splitStores splitStores
 }
@@ -62,19 +103,37 @@ type Server struct {
 // every milter session; swap the pointer to reload. A nil logger discards
 // logs; nil metrics are not collected.
 func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Metrics) *Server {
+	return newServer(c, log, m, defaultLimits)
+}
+
+// limits bound what a session may hold; tests shorten them.
+type limits struct {
+	pressureIdle    time.Duration
+	maxSessions     int64
+	idle, inMessage time.Duration
+}
+
+var defaultLimits = limits{maxSessions: MaxSessions, idle: sessionIdleTimeout, inMessage: messageIdleTimeout,
+	pressureIdle: pressureIdleTimeout}
+
+func newServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Metrics, lim limits) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
 		m = metrics.New("")
 	}
-	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide}
+	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, limits: lim, origins: newOriginWarner()}
+	protocolLog.Store(log)
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
 			return newSession(s)
 		}),
 		gomilter.WithActions(Actions),
-		gomilter.WithReadTimeout(sessionIdleTimeout),
+		gomilter.WithReadTimeout(lim.inMessage),
+		gomilter.WithIdleTimeout(lim.idle),
+		gomilter.WithMaxPacketSize(MaxPacketSize),
+		gomilter.WithPanicHandler(s.sessionPanicked),
 		gomilter.WithProtocols(Protocol),
 		// Adds the events and actions of delivery: split per connection.
 		gomilter.WithNegotiationCallback(s.negotiate),
@@ -89,7 +148,7 @@ func NewServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 // Serve accepts milter connections on ln until Shutdown or Close. It
 // returns nil after a Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.srv.Serve(wrapListener(ln)); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
+	if err := s.srv.Serve(s.wrapListener(ln)); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
 		return fmt.Errorf("milter: serve: %w", err)
 	}
 	return nil
@@ -98,8 +157,68 @@ func (s *Server) Serve(ln net.Listener) error {
 // wrapListener adds buffered I/O and the session cap. The buffering wraps
 // the raw connection (it needs the *net.TCPConn for TCP_QUICKACK); the
 // limit wraps the result.
-func wrapListener(ln net.Listener) net.Listener {
-	return netutil.LimitListener(bufferedListener{ln}, MaxSessions)
+func (s *Server) wrapListener(ln net.Listener) net.Listener {
+	l := &limitListener{Listener: bufferedListener{ln}, max: s.limits.maxSessions, pressureIdle: s.limits.pressureIdle,
+		refused: s.refused, evicted: s.evicted}
+	s.limit.Store(l)
+	return l
+}
+
+// refused counts a connection refused at the cap.
+func (s *Server) refused() {
+	s.metrics.SessionRefused()
+	s.refusedSince.Add(1)
+	s.warnCap()
+}
+
+// evicted counts silent sessions closed to make room.
+func (s *Server) evicted(n int) {
+	s.metrics.SessionsEvicted(n)
+	s.evictedSince.Add(int64(n))
+	s.warnCap()
+}
+
+// warnCap says, at most once per capWarnInterval, what the cap cost since
+// the last warning.
+func (s *Server) warnCap() {
+	now := time.Now().UnixNano()
+	last := s.lastCapWarn.Load()
+	if now-last < int64(capWarnInterval) || !s.lastCapWarn.CompareAndSwap(last, now) {
+		return
+	}
+	refused, evicted := s.refusedSince.Swap(0), s.evictedSince.Swap(0)
+	s.log.Warn("milter: session cap reached: silent sessions closed, connections refused (Postfix tempfails their mail); see docs/reliability.md",
+		slog.Int64("cap", s.limits.maxSessions), slog.Duration("silent_for", s.limits.pressureIdle),
+		slog.Int64("evicted", evicted), slog.Int64("refused", refused))
+}
+
+// sessionPanicked is go-milter's report of a panic it recovered in a
+// session (which it ended, answering tempfail where Postfix waits).
+func (s *Server) sessionPanicked(peer string, recovered any, stack []byte) {
+	s.metrics.Panicked()
+	s.log.Error("panic in milter session; session ended, its message tempfailed", slog.String("peer", peer),
+		slog.Any("panic", recovered), slog.String("stack", string(stack)))
+}
+
+// Saturated reports why the server cannot take another session, or nil.
+func (s *Server) Saturated() error {
+	if l := s.limit.Load(); l != nil && l.full() {
+		return fmt.Errorf("milter session cap reached (%d sessions open)", s.limits.maxSessions)
+	}
+	return nil
+}
+
+// protocolLog receives go-milter's warnings (malformed packets, read
+// errors, recovered panics: each names its peer). go-milter has one
+// package-wide hook; the daemon runs one Server, whose logger it is.
+var protocolLog atomic.Pointer[slog.Logger]
+
+func init() {
+	gomilter.LogWarning = func(format string, v ...any) {
+		if l := protocolLog.Load(); l != nil {
+			l.Warn("milter protocol: " + fmt.Sprintf(format, v...))
+		}
+	}
 }
 
 // Shutdown stops accepting connections and waits for the sessions in

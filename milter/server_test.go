@@ -17,7 +17,7 @@ import (
 	"github.com/bccguard/bccguard/policy"
 )
 
-func cityPolicy(t *testing.T, mod func(*policy.Settings)) *policy.Config {
+func cityPolicy(t testing.TB, mod func(*policy.Settings)) *policy.Config {
 	t.Helper()
 	s := policy.DefaultSettings()
 	if mod != nil {
@@ -46,7 +46,7 @@ func startServer(t *testing.T, cfg *policy.Config) (string, *atomic.Pointer[conf
 }
 
 // startServerWith lets a test change the server before it serves.
-func startServerWith(t *testing.T, cfg *policy.Config, change func(*Server)) (string, *atomic.Pointer[config.Config], *Server) {
+func startServerWith(t testing.TB, cfg *policy.Config, change func(*Server)) (string, *atomic.Pointer[config.Config], *Server) {
 	t.Helper()
 	var p atomic.Pointer[config.Config]
 	p.Store(snapshot(cfg))
@@ -183,6 +183,6 @@ func must(mods []gomilter.ModifyAction, _ *gomilter.Action) []gomilter.ModifyAct
 func scrape(t *testing.T, srv *Server) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	srv.metrics.Handler(func() bool { return true }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	srv.metrics.Handler(func() error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	return rec.Body.String()
 }

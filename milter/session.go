@@ -26,6 +26,9 @@ type session struct {
 	// Per message; reset by MailFrom and Abort.
 	sender string
 	header policy.Collector
+	// messageID is the Message-ID field, for the audit record: the queue
+	// id of a local submission changes each time pickup retries it.
+	messageID string
 	// broken is set when a handler failed before end-of-message, so that
 	// the message is refused rather than passed half-read.
 	broken error
@@ -41,6 +44,7 @@ var _ gomilter.Milter = (*session)(nil)
 
 func (s *session) reset() {
 	s.sender = ""
+	s.messageID = ""
 	s.header.Reset()
 	s.broken = nil
 	s.split.reset()
@@ -92,6 +96,9 @@ func (s *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Res
 		}
 	}()
 	s.header.Add(name, value)
+	if s.messageID == "" && strings.EqualFold(name, "Message-Id") {
+		s.messageID = messageID(value)
+	}
 	s.split.addHeader(name, value, s.cfg.Split.MaxMessageBytes)
 	return nil, nil
 }
@@ -159,7 +166,8 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 	}
 	took := time.Since(start)
 	s.server.metrics.Decided(d, took)
-	rec := audit.Record{QueueID: queueID, Sender: s.sender, Decision: d, Duration: took}
+	s.server.origins.check(ctx, s.server.log, queueID, d)
+	rec := audit.Record{QueueID: queueID, MessageID: s.messageID, Sender: s.sender, Decision: d, Duration: took}
 	if split != nil && split.audit != nil {
 		rec.Split = split.audit
 		rec.Split.Discarded = split.discard
@@ -172,6 +180,18 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 		return gomilter.RespDiscard, nil
 	}
 	return gomilter.RespAccept, nil
+}
+
+// maxMessageIDBytes bounds the Message-ID kept for the audit record.
+const maxMessageIDBytes = 256
+
+// messageID cleans a Message-ID value for the log: one line, bounded.
+func messageID(v string) string {
+	v = strings.Join(strings.Fields(v), " ")
+	if len(v) > maxMessageIDBytes {
+		v = v[:maxMessageIDBytes]
+	}
+	return v
 }
 
 func applyEdit(m gomilter.Modifier, e policy.Edit) error {

@@ -111,7 +111,7 @@ func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
 		t.Errorf("the Bcc recipient was removed:\n%s", got)
 	}
 	rec := httptest.NewRecorder()
-	srv.metrics.Handler(func() bool { return true }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	srv.metrics.Handler(func() error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for _, want := range []string{"bccguard_split_copies_total 2\n", `bccguard_split_fallbacks_total{reason="not_negotiated"} 0` + "\n", `bccguard_split_fallbacks_total{reason="reinject"} 0` + "\n"} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("metrics lack %q", want)

@@ -71,6 +71,9 @@ type Decision struct {
 	DryRun bool
 	// Reason explains the action in words for logs and `bccguard check`.
 	Reason string
+	// Passed is set when the message leaves unconverted: why, as a fixed
+	// category (Reason says it in words).
+	Passed PassReason
 	// SenderDomain is the normalized envelope sender domain.
 	SenderDomain string
 	// Rule names the config entry that selected the settings: "domains[N]
@@ -111,21 +114,21 @@ func Decide(cfg *Config, msg Message) Decision {
 	sender := strings.TrimSpace(msg.Sender)
 	sender = strings.TrimSuffix(strings.TrimPrefix(sender, "<"), ">")
 	if sender == "" {
-		d.Reason = "null sender (bounce or notification)"
+		d.Reason, d.Passed = "null sender (bounce or notification)", PassNullSender
 		return d
 	}
 	if cfg.ExemptSenders[strings.ToLower(sender)] {
-		d.Reason = "sender is in exempt_senders"
+		d.Reason, d.Passed = "sender is in exempt_senders", PassExempt
 		return d
 	}
 	d.SenderDomain = addrDomain(sender)
 	if d.SenderDomain == "" {
-		d.Reason = "envelope sender has no domain"
+		d.Reason, d.Passed = "envelope sender has no domain", PassSenderNotCovered
 		return d
 	}
-	settings, rule, reason := cfg.settingsFor(d.SenderDomain)
+	settings, rule, reason, passed := cfg.settingsFor(d.SenderDomain)
 	if rule == "" {
-		d.Reason = reason
+		d.Reason, d.Passed = reason, passed
 		return d
 	}
 	d.Rule, d.Settings = rule, settings
@@ -170,15 +173,15 @@ func Decide(cfg *Config, msg Message) Decision {
 	threshold, count := strconv.Itoa(settings.Threshold), " (count: "+string(settings.Count)+")"
 	switch {
 	case external == 0:
-		d.Reason = seen
+		d.Reason, d.Passed = seen, PassInternalOnly
 		return d
 	case counted < settings.Threshold:
-		d.Reason = seen + "; below threshold " + threshold + count
+		d.Reason, d.Passed = seen+"; below threshold "+threshold+count, PassBelowThreshold
 		return d
 	}
 	d.Action = Convert
 	d.Reason = seen + "; threshold " + threshold + " reached" + count
-	d = v.convert(d, settings, msg.Header)
+	d = dryRunPassed(v.convert(d, settings, msg.Header))
 	if settings.Delivery == DeliverySplit {
 		return v.split(d, settings, msg.Recipients)
 	}
@@ -194,7 +197,7 @@ func onParseError(d Decision, s Settings, what string, v *visible, h []Field) De
 		d.Reason = what + "; on_parse_error is tempfail"
 		return d
 	case ParseErrorAccept:
-		d.Reason = what + "; on_parse_error is accept"
+		d.Reason, d.Passed = what+"; on_parse_error is accept", PassParseError
 		return d
 	}
 	d.Action = Convert
@@ -204,8 +207,16 @@ func onParseError(d Decision, s Settings, what string, v *visible, h []Field) De
 	}
 	s.Move = MoveAll
 	s.Delivery = DeliveryHide
-	d = v.convert(d, s, h)
+	d = dryRunPassed(v.convert(d, s, h))
 	d.Delivery = DeliveryHide
+	return d
+}
+
+// dryRunPassed marks a conversion that dry_run leaves undone.
+func dryRunPassed(d Decision) Decision {
+	if d.DryRun {
+		d.Passed = PassDryRun
+	}
 	return d
 }
 
@@ -218,23 +229,23 @@ func plural(n int, one, many string) string {
 
 // settingsFor selects the settings for a sender domain. It returns the rule
 // name, or "" with the reason why the sender is not checked.
-func (c *Config) settingsFor(domain string) (Settings, string, string) {
+func (c *Config) settingsFor(domain string) (Settings, string, string, PassReason) {
 	switch {
 	case c.HasDomains:
 		r, ok := c.ruleFor(domain)
 		if !ok {
-			return Settings{}, "", "sender domain " + domain + " is not in domains"
+			return Settings{}, "", "sender domain " + domain + " is not in domains", PassSenderNotCovered
 		}
 		name := fmt.Sprintf("domains[%d] %s", r.Index, r.Pattern)
 		if !r.Enabled {
-			return Settings{}, "", "sender domain disabled by " + name
+			return Settings{}, "", "sender domain disabled by " + name, PassSenderDisabled
 		}
-		return r.Settings, name, ""
+		return r.Settings, name, "", NotPassed
 	case len(c.Internal) > 0:
 		if !c.Internal.Contains(domain) {
-			return Settings{}, "", "sender domain " + domain + " is not in internal_domains"
+			return Settings{}, "", "sender domain " + domain + " is not in internal_domains", PassSenderNotCovered
 		}
-		return c.Default, "internal_domains", ""
+		return c.Default, "internal_domains", "", NotPassed
 	}
-	return c.Default, "default", ""
+	return c.Default, "default", "", NotPassed
 }

@@ -20,6 +20,7 @@ type checkResult struct {
 	DryRun       bool     `json:"dry_run"`
 	Reason       string   `json:"reason"`
 	Sender       string   `json:"sender"`
+	SenderSource string   `json:"sender_source"`
 	SenderDomain string   `json:"sender_domain"`
 	Rule         string   `json:"rule"`
 	ToTotal      int      `json:"to_total"`
@@ -50,9 +51,10 @@ func newCheckCmd() *cobra.Command {
 		Use:   "check [FILE.eml | -]",
 		Short: "Show what bccguard would do with one message",
 		Long: "Run the daemon's policy code on one message (a file, or standard input) and print\n" +
-			"the decision and the header block as it would leave. The envelope sender defaults\n" +
-			"to the From address, the recipients to the To, Cc and Bcc addresses. Exit status\n" +
-			"is 0 for any decision, 1 on an error, 2 on bad usage.",
+			"the decision and the header block as it would leave. The envelope sender is --from,\n" +
+			"else the Return-Path field (every delivered copy has one), else the From address;\n" +
+			"the recipients default to the To, Cc and Bcc addresses. Exit status is 0 for any\n" +
+			"decision, 1 on an error, 2 on bad usage.",
 		Args: usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := config.Load(file)
@@ -78,13 +80,15 @@ func newCheckCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("check: %s: %w", name, err)
 			}
+			source := sourceFlag
 			if !cmd.Flags().Changed("from") {
-				from = firstAddress(header, "From")
+				from, source = envelopeSender(header)
 			}
 			if len(rcpts) == 0 {
 				rcpts = envelopeRecipients(header)
 			}
 			r := decide(c.Policy, from, rcpts, header)
+			r.SenderSource = source
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -96,7 +100,7 @@ func newCheckCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVarP(&file, "config", "c", "", "config file (YAML); default: built-in defaults")
-	f.StringVar(&from, "from", "", "envelope sender (default: the From address; \"\" for a bounce)")
+	f.StringVar(&from, "from", "", "envelope sender (default: the Return-Path field, else the From address; \"\" for a bounce)")
 	f.StringArrayVar(&rcpts, "rcpt", nil, "envelope recipient, may be repeated (default: To, Cc and Bcc addresses)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
@@ -160,6 +164,34 @@ func dropBcc(h []policy.Field) []policy.Field {
 	return out
 }
 
+// Where `check` took the envelope sender from.
+const (
+	sourceFlag       = "--from"
+	sourceReturnPath = "Return-Path"
+	sourceFrom       = "From"
+)
+
+// envelopeSender is the sender the daemon saw, as far as the message
+// tells: a delivered copy's Return-Path records the envelope sender (and
+// differs from From for mail a script submitted without -f); otherwise the
+// From address is the best guess.
+func envelopeSender(h []policy.Field) (string, string) {
+	for _, f := range h {
+		if !strings.EqualFold(f.Name, "Return-Path") {
+			continue
+		}
+		v := strings.TrimSpace(f.Value)
+		if v == "<>" {
+			return "", sourceReturnPath
+		}
+		if pa := policy.ParseAddressField(v); len(pa.Addrs) > 0 {
+			return pa.Addrs[0].Addr, sourceReturnPath
+		}
+		return strings.TrimSuffix(strings.TrimPrefix(v, "<"), ">"), sourceReturnPath
+	}
+	return firstAddress(h, "From"), sourceFrom
+}
+
 func firstAddress(h []policy.Field, name string) string {
 	for _, f := range h {
 		if strings.EqualFold(f.Name, name) {
@@ -203,7 +235,11 @@ func printResult(w io.Writer, r checkResult) {
 	}
 	fmt.Fprintf(w, "action:     %s\n", action)
 	fmt.Fprintf(w, "reason:     %s\n", r.Reason)
-	fmt.Fprintf(w, "sender:     %s (rule: %s)\n", sender, rule)
+	source := "from " + r.SenderSource
+	if r.SenderSource == sourceFrom {
+		source = "from the From field, not the envelope: see --from"
+	}
+	fmt.Fprintf(w, "sender:     %s (%s; rule: %s)\n", sender, source, rule)
 	fmt.Fprintf(w, "to:         %d addresses, %d external, %d moved out of sight\n", r.ToTotal, r.ToExternal, r.Moved)
 	if r.Parse != "" {
 		fmt.Fprintf(w, "parse:      %s\n", r.Parse)

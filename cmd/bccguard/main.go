@@ -5,6 +5,7 @@
 //	bccguard serve [--config FILE] [--listen ADDR]
 //	bccguard check [--config FILE] [--from ADDR] [--rcpt ADDR]... [--json] [FILE.eml | -]
 //	bccguard config check [--config FILE]
+//	bccguard doctor [--config FILE] [--postfix-config DIR]
 //	bccguard version
 package main
 
@@ -53,11 +54,11 @@ func newRootCmd() *cobra.Command {
 		// With no subcommand there is nothing to do: that is a usage error.
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError{errors.New("a command is required: serve, check, config check or version (see bccguard --help)")}
+			return usageError{errors.New("a command is required: serve, check, config check, doctor or version (see bccguard --help)")}
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServeCmd(), newCheckCmd(), newConfigCmd(), newAuditHashCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newCheckCmd(), newConfigCmd(), newDoctorCmd(), newAuditHashCmd(), newVersionCmd())
 	return root
 }
 

@@ -165,3 +165,41 @@ func TestCheckShowsCopies(t *testing.T) {
 		t.Errorf("hide JSON:\n%s", out)
 	}
 }
+
+// TestCheckReadsReturnPath: a delivered copy's Return-Path is the envelope
+// sender the daemon saw. A script's mail (From staff, envelope root@vm)
+// passed unchecked; check must say so, not convert it on From's word.
+func TestCheckReadsReturnPath(t *testing.T) {
+	cfg := writeConfig(t, "internal_domains: [city.example.jp]\n")
+	delivered := "Return-Path: <root@vm>\r\n" + twoExternal
+	code, out, _ := runCmd(t, delivered, "check", "-c", cfg, "-")
+	if code != 0 || !strings.Contains(out, "action:     pass") ||
+		!strings.Contains(out, "sender:     root@vm (from Return-Path; rule: none)") ||
+		!strings.Contains(out, "sender domain vm is not in internal_domains") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// --from wins over Return-Path.
+	code, out, _ = runCmd(t, delivered, "check", "-c", cfg, "--from", "staff@city.example.jp", "-")
+	if code != 0 || !strings.Contains(out, "action:     convert") || !strings.Contains(out, "(from --from; rule: internal_domains)") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// A bounce's copy: Return-Path <>.
+	code, out, _ = runCmd(t, "Return-Path: <>\r\n"+twoExternal, "check", "-c", cfg, "--json", "-")
+	var r checkResult
+	if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r.Sender != "" || r.SenderSource != "Return-Path" || r.Action != "pass" {
+		t.Fatalf("exit %d, %v: %+v", code, err, r)
+	}
+	// Without either, From is used, and the output says so.
+	code, out, _ = runCmd(t, twoExternal, "check", "-c", cfg, "-")
+	if code != 0 || !strings.Contains(out, "(from the From field, not the envelope: see --from; rule: internal_domains)") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestDoctorUnreadablePostfix(t *testing.T) {
+	cfg := writeConfig(t, "internal_domains: [city.example.jp]\n")
+	code, _, errOut := runCmd(t, "", "doctor", "--config", cfg, "--postfix-config", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "doctor: read Postfix configuration: postconf -c") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
