@@ -163,7 +163,7 @@ func TestSplitMemory(t *testing.T) {
 		Milter: "inet:" + addr, DefaultAction: "tempfail", RelayTo: sink.Addr(), Reinject: true,
 		Extra: map[string]string{"message_size_limit": "52428800", "milter_content_timeout": "60s"},
 	})
-	cfg := strings.Replace(splitConfig(pf.ReinjectAddr(), t.TempDir()), "max_message_bytes: 300000", "max_message_bytes: 11534336", 1)
+	cfg := strings.NewReplacer("max_message_bytes: 300000", "max_message_bytes: 11534336", "timeout: 5s", "timeout: 30s").Replace(splitConfig(pf.ReinjectAddr(), t.TempDir()))
 	d := startDaemon(t, writeConfig(t, cfg), addr)
 	line := strings.Repeat("0123456789", 10) + "\r\n"
 	body := strings.Repeat(line, 10<<20/len(line))
@@ -182,6 +182,9 @@ func TestSplitMemory(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Under load (the race detector, other test packages) 120 MiB of
+	// copies take a while to reach the sink.
+	pf.WaitQueueEmpty(t, 180*time.Second)
 	for i := range concurrent {
 		rcpts := []string{fmt.Sprintf("m%da@ext.example", i), fmt.Sprintf("m%db@other.example", i), fmt.Sprintf("m%dc@ext.example", i)}
 		s := fmt.Sprintf("large %d", i)

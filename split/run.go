@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/bccguard/bccguard/policy"
@@ -84,23 +83,28 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 		return out
 	}
 	defer client.Close()
-	// Each record is written while the next copy is handed over: the
-	// window of each copy (its 250 to its record on disk) stays the same,
-	// but the fsync no longer holds up the next copy. All are on disk
-	// before Run returns, that is before the original is answered.
-	var records sync.WaitGroup
-	var recordMu sync.Mutex
-	defer records.Wait()
+	// Each record is written while the next copy is being sent, and
+	// finished before that copy's final dot: the fsync does not hold up
+	// the next copy, and at any moment at most one copy of this message
+	// is in Postfix's queue without its record (the window).
+	var recorded chan struct{}
+	waitRecord := func() error {
+		if recorded != nil {
+			<-recorded
+			recorded = nil
+		}
+		return nil
+	}
+	defer waitRecord()
 	record := func(rcpt, queueID string) {
-		records.Add(1)
+		done := make(chan struct{})
+		recorded = done
 		go func() {
-			defer records.Done()
-			if err := s.Store.Record(job.Digest, rcpt, queueID, time.Now()); err != nil {
-				recordMu.Lock()
-				if out.RecordErr == nil {
-					out.RecordErr = err
-				}
-				recordMu.Unlock()
+			defer close(done)
+			// Only this goroutine touches RecordErr until waitRecord
+			// has seen done closed.
+			if err := s.Store.Record(job.Digest, rcpt, queueID, time.Now()); err != nil && out.RecordErr == nil {
+				out.RecordErr = err
 			}
 		}()
 	}
@@ -108,9 +112,10 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 		c := job.Copies[i]
 		header := policy.FormatHeader(policy.Apply(job.Header, c.Edits))
 		tx := reinject.Transaction{
-			Mail:    job.Mail,
-			Rcpts:   []reinject.Rcpt{job.Rcpt(c.Rcpts[0])},
-			Message: io.MultiReader(strings.NewReader(header), job.Body.Reader()),
+			Mail:      job.Mail,
+			Rcpts:     []reinject.Rcpt{job.Rcpt(c.Rcpts[0])},
+			Message:   io.MultiReader(strings.NewReader(header), job.Body.Reader()),
+			BeforeEnd: waitRecord,
 		}
 		res := client.Send(&tx)
 		if progress != nil {
@@ -125,9 +130,10 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 		}
 		out.HandedOver[i] = true
 		out.Sent++
+		waitRecord() // the transaction may have failed before BeforeEnd
 		record(c.Rcpts[0], res.QueueID)
 	}
-	records.Wait()
+	waitRecord()
 	if out.Err == nil && out.Failed > 0 {
 		out.Err = errors.New("split: not every copy was handed over")
 	}
