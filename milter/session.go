@@ -227,4 +227,6 @@ func (s *session) Cleanup(gomilter.Modifier) {
 	if s.cfg != nil {
 		s.server.metrics.SessionClosed()
 	}
+	// A body spooled for a split of a message cut short.
+	s.split.reset()
 }

@@ -25,10 +25,11 @@ import (
 // cut a split that is still moving.
 const splitBudget = 4 * time.Minute
 
-// splitActions and splitProtocol are negotiated on top of Actions and
-// Protocol on a connection whose snapshot uses split: the recipients and
-// the body are needed, and recipients are removed once their copy is in
-// Postfix's queue. Hide-only setups keep the lean protocol.
+// On a connection whose snapshot uses split, splitActions is asked for on
+// top of Actions and splitWantedEvents are taken out of Protocol (without
+// replies to them, where Postfix offers that): the recipients and the body
+// are needed, and recipients are removed once their copy is in Postfix's
+// queue. Hide-only setups keep the lean protocol.
 const (
 	splitActions       = gomilter.OptRemoveRcpt
 	splitWantedEvents  = gomilter.OptNoRcptTo | gomilter.OptNoBody
