@@ -104,8 +104,8 @@ func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 	attrs = append(attrs,
 		slog.String("queue_id", r.QueueID),
 	)
-	if r.MessageID != "" {
-		attrs = append(attrs, slog.String("message_id", r.MessageID))
+	if id := o.messageID(r.MessageID); id != "" {
+		attrs = append(attrs, slog.String("message_id", id))
 	}
 	attrs = append(attrs,
 		slog.String("action", d.Action.String()),
@@ -122,6 +122,9 @@ func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 	)
 	if d.Settings.ConvertCc {
 		attrs = append(attrs, slog.Int("cc_total", d.CcTotal), slog.Int("cc_external", d.CcExternal))
+	}
+	if d.ResentTotal > 0 {
+		attrs = append(attrs, slog.Int("resent_total", d.ResentTotal), slog.Int("resent_external", d.ResentExternal))
 	}
 	if o.Mode != ModeNone && len(d.To) > 0 {
 		attrs = append(attrs, slog.Any("to", o.addresses(d.To)))

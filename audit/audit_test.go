@@ -32,6 +32,32 @@ func TestLevels(t *testing.T) {
 	}
 }
 
+// TestMessageIDOnlyWholeInFull: the Message-ID's "@" and right-hand side
+// appear only with recipients: full; every other mode logs the part
+// before the "@", so the log holds no "@" by default.
+func TestMessageIDOnlyWholeInFull(t *testing.T) {
+	for _, tc := range []struct {
+		mode Mode
+		id   string
+		want string
+	}{
+		{ModeFull, "<20260101.abc@city.example.jp>", "message_id=<20260101.abc@city.example.jp>"},
+		{ModeDomain, "<20260101.abc@city.example.jp>", "message_id=20260101.abc "},
+		{ModeNone, " <20260101.abc@city.example.jp>", "message_id=20260101.abc "},
+		{ModeHash, "<staff@city.example.jp@host>", "message_id=staff "},
+		{ModeNone, "<no-at-sign>", "message_id=no-at-sign "},
+		{ModeNone, "", "queue_id=Q action="},
+	} {
+		var b bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&b, nil))
+		Log(context.Background(), log, Options{Mode: tc.mode, HashKey: []byte("0123456789abcdef")},
+			Record{QueueID: "Q", MessageID: tc.id, Decision: policy.Decision{Action: policy.Convert}})
+		if !strings.Contains(b.String(), tc.want) || tc.mode != ModeFull && strings.Contains(b.String(), "@") {
+			t.Errorf("%s %q: %s", tc.mode, tc.id, b.String())
+		}
+	}
+}
+
 func TestHashIsKeyedAndCaseInsensitive(t *testing.T) {
 	a := HashAddress([]byte("0123456789abcdef"), "Alice@Ext.example")
 	if a != HashAddress([]byte("0123456789abcdef"), "alice@ext.example") {

@@ -210,6 +210,32 @@ func TestNonLoopbackListenWarns(t *testing.T) {
 	}
 }
 
+// TestCountDomains: count: domains is accepted in policy and per domain,
+// and a wrong value names all three choices.
+func TestCountDomains(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	body := "internal_domains: [city.example.jp]\npolicy:\n  count: Domains\ndomains:\n  - domain: city.example.jp\n  - domain: board.city.example.jp\n    count: all\n"
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Policy.Domains[0].Settings.Count; got != policy.CountDomains {
+		t.Errorf("domains[0] count %q", got)
+	}
+	if got := c.Policy.Domains[1].Settings.Count; got != policy.CountAll {
+		t.Errorf("domains[1] count %q", got)
+	}
+	if err := os.WriteFile(f, []byte("policy:\n  count: companies\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(f); err == nil || !strings.Contains(err.Error(), "policy.count") || !strings.Contains(err.Error(), "all, external, domains") {
+		t.Errorf("err = %v", err)
+	}
+}
+
 func TestReinjectSection(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(f, []byte("reinject:\n  address: inet:127.0.0.1:10026\n  timeout: 1m\n"), 0o600)

@@ -359,8 +359,8 @@ func mergeSettings(base policy.Settings, r rawPolicy, prefix string, bad func(st
 	}
 	if r.Count != nil {
 		s.Count = policy.CountMode(strings.ToLower(*r.Count))
-		if s.Count != policy.CountAll && s.Count != policy.CountExternal {
-			bad(prefix+".count", "%q is not one of all, external", *r.Count)
+		if s.Count != policy.CountAll && s.Count != policy.CountExternal && s.Count != policy.CountDomains {
+			bad(prefix+".count", "%q is not one of all, external, domains", *r.Count)
 		}
 	}
 	if r.Move != nil {

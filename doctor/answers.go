@@ -170,4 +170,3 @@ func groupName(gid uint32) string {
 	}
 	return strconv.Itoa(int(gid))
 }
-

@@ -136,6 +136,7 @@ type check func(*env) []Result
 var checks = []check{
 	checkWiring,
 	checkReinject,
+	checkMilterMaps,
 	checkDefaultAction,
 	checkProtocol,
 	checkOrigin,

@@ -158,17 +158,37 @@ func TestSubmissionOverride(t *testing.T) {
 	}
 }
 
-// A loopback smtpd without milters is usually a content filter's return
-// path: a warning, not a failure.
+// A loopback smtpd without milters is a content filter's return path
+// when a content_filter is set: a warning, not a failure. Without any
+// content_filter it is something else (a webmail's submission port) whose
+// mail passes unchecked.
 func TestContentFilterReturnPathWarns(t *testing.T) {
 	addr := inetMilter(t)
 	cd := right(t, addr, nil)
 	cd.Postconf(t, "-Me", "127.0.0.1:10025/inet=127.0.0.1:10025 inet n - n - - smtpd -o receive_override_options=no_unknown_recipient_checks,no_milters")
 	r := run(t, cd.Dir(), addr, city)
-	want(t, r, "smtpd_milters", doctor.Warn, "content filter")
+	want(t, r, "smtpd_milters", doctor.Fail, "no_milters")
+
+	cd.Postconf(t, "-e", "content_filter=smtp-amavis:[127.0.0.1]:10024")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milters", doctor.Warn, "return path of the content filter (content_filter in main.cf)")
 	if r.Failed() {
 		t.Fatal("failed")
 	}
+
+	// IPv6 loopback, and the filter set by -o on the smtp service.
+	cd.Postconf(t, "-e", "content_filter=")
+	cd.Postconf(t, "-MX", "127.0.0.1:10025/inet")
+	cd.Postconf(t, "-Me", "[::1]:10025/inet=[::1]:10025 inet n - n - - smtpd -o smtpd_milters=")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milters", doctor.Fail, "smtpd [::1]:10025/inet")
+	cd.Postconf(t, "-Me", "smtp/inet=smtp inet n - y - - smtpd -o content_filter=smtp-amavis:[::1]:10024")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milters", doctor.Warn, "(-o content_filter of smtp/inet in master.cf)")
+	if r.Failed() {
+		t.Fatal("failed")
+	}
+
 	cd.Postconf(t, "-Me", "smtp/inet=smtp inet n - y - - smtpd -o receive_override_options=no_milters")
 	r = run(t, cd.Dir(), addr, city)
 	want(t, r, "smtpd_milters", doctor.Fail, "no_milters")
@@ -181,7 +201,7 @@ func TestDefaultActionAccept(t *testing.T) {
 	// The braced per-milter form overrides main.cf.
 	braced := "{ " + addr + ", default_action=accept }"
 	r = run(t, right(t, addr, map[string]string{"smtpd_milters": braced, "non_smtpd_milters": addr}).Dir(), addr, city)
-	want(t, r, "milter_default_action", doctor.Fail, "default_action in the braced smtpd_milters entry is accept")
+	want(t, r, "milter_default_action", doctor.Fail, "default_action in the braced entry of smtpd_milters in main.cf is accept")
 	r = run(t, right(t, addr, map[string]string{"milter_default_action": "quarantine"}).Dir(), addr, city)
 	want(t, r, "milter_default_action", doctor.Warn, "releasing it delivers it unconverted")
 	if r.Failed() {
@@ -351,6 +371,110 @@ func freeTCP(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// Debian's main.cf has myorigin = /etc/mailname: Postfix reads the domain
+// from the file's first line, and the fix is to edit the file.
+func TestOriginFromMailname(t *testing.T) {
+	addr := inetMilter(t)
+	mailname := filepath.Join(t.TempDir(), "mailname")
+	if err := os.WriteFile(mailname, []byte("city.example.jp\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cd := right(t, addr, map[string]string{"myorigin": mailname})
+	r := run(t, cd.Dir(), addr, city)
+	want(t, r, "myorigin", doctor.OK, "myorigin = city.example.jp (from "+mailname+") is covered")
+
+	if err := os.WriteFile(mailname, []byte("vm\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "myorigin", doctor.Fail, "put the organization's mail domain in "+mailname)
+	want(t, r, "myorigin", doctor.Fail, "myorigin = vm (from "+mailname+")")
+
+	if err := os.Remove(mailname); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "myorigin", doctor.Fail, "no such file")
+}
+
+// bccguard listening on 0.0.0.0 is reached through this machine's own
+// addresses, not through another host with a milter on the same port.
+func TestUnspecifiedListenIsNotAnyHost(t *testing.T) {
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startMilter(t, ln)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	listen := "inet:0.0.0.0:" + port
+	r := run(t, right(t, "inet:127.0.0.1:"+port, nil).Dir(), listen, city)
+	want(t, r, "smtpd_milters", doctor.OK, "has inet:127.0.0.1:"+port)
+	want(t, r, "milter", doctor.OK, "answers")
+	other := "inet:198.51.100.7:" + port
+	r = run(t, right(t, other, nil).Dir(), listen, city)
+	want(t, r, "smtpd_milters", doctor.Fail, "is not in smtpd_milters in main.cf ("+other+")")
+	want(t, r, "smtpd_milters", doctor.Fail, "add inet:127.0.0.1:"+port+" to smtpd_milters")
+}
+
+// smtpd_milter_maps replaces smtpd_milters per client: Postfix's own
+// example DISABLEs milters for the staff's network. doctor looks up an
+// address of each mynetworks entry with the real postmap.
+func TestSMTPDMilterMaps(t *testing.T) {
+	addr := inetMilter(t)
+	cd := right(t, addr, map[string]string{"mynetworks": "127.0.0.0/8 [::1]/128 192.168.0.0/16"})
+	table := filepath.Join(t.TempDir(), "milter_map.cidr")
+	writeTable := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(table, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.OK, "not set")
+
+	writeTable("192.168.0.0/16 DISABLE\n")
+	cd.Postconf(t, "-e", "smtpd_milter_maps=cidr:"+table)
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.Fail, "192.168.0.1: DISABLE")
+	if !r.Failed() {
+		t.Fatal("not failed")
+	}
+
+	writeTable("[::1]/128 inet:127.0.0.1:8891\n")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.Fail, `::1: "inet:127.0.0.1:8891" without bccguard`)
+
+	// A list with bccguard, and DISABLE for a network outside mynetworks:
+	// still a warning, since the map decides for the clients it matches.
+	writeTable("192.168.0.0/16 inet:127.0.0.1:8891, " + addr + "\n10.0.0.0/8 DISABLE\n")
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.Warn, "192.168.0.1: a list with bccguard")
+	if r.Failed() {
+		t.Fatal("failed")
+	}
+
+	// Set by -o on a submission service only.
+	cd.Postconf(t, "-e", "smtpd_milter_maps=")
+	writeTable("127.0.0.0/8 DISABLE\n")
+	cd.Postconf(t, "-Me", "submission/inet=submission inet n - y - - smtpd -o smtpd_milter_maps=cidr:"+table)
+	r = run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milter_maps", doctor.Fail, "-o smtpd_milter_maps of submission/inet in master.cf")
+}
+
+// The braced per-milter default_action inside a master.cf -o counts: a
+// submission service whose bccguard entry says accept fails.
+func TestBracedDefaultActionInMasterOverride(t *testing.T) {
+	addr := inetMilter(t)
+	cd := right(t, addr, nil)
+	cd.Postconf(t, "-Me", "submission/inet=submission inet n - y - - smtpd -o { smtpd_milters = { "+addr+", default_action=accept } }")
+	r := run(t, cd.Dir(), addr, city)
+	want(t, r, "smtpd_milters", doctor.OK, "-o smtpd_milters of submission/inet in master.cf has "+addr)
+	want(t, r, "milter_default_action", doctor.Fail, "default_action in the braced entry of -o smtpd_milters of submission/inet in master.cf is accept (smtpd submission/inet)")
+	if !r.Failed() {
+		t.Fatal("not failed")
+	}
 }
 
 // The reinjection service of delivery: split: without bccguard it is right

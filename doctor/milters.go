@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/bccguard/bccguard/config"
@@ -112,8 +113,14 @@ func (e endpoint) same(l endpoint) bool {
 	if e.port != l.port {
 		return false
 	}
-	if l.host == "" || isUnspecified(l.host) || strings.EqualFold(e.host, l.host) {
+	if strings.EqualFold(e.host, l.host) {
 		return true
+	}
+	if l.host == "" || isUnspecified(l.host) {
+		// bccguard listens on every address of this machine: Postfix
+		// reaches it through loopback or one of them, not another host
+		// that happens to use the same port.
+		return slices.ContainsFunc(resolve(e.host), isLocal)
 	}
 	// "localhost" and 127.0.0.1 are the same to a resolver.
 	ea, la := resolve(e.host), resolve(l.host)
@@ -122,6 +129,24 @@ func (e endpoint) same(l endpoint) bool {
 			if a.Equal(b) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// isLocal reports whether ip is a loopback address or one of this
+// machine's own.
+func isLocal(ip net.IP) bool {
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
 		}
 	}
 	return false

@@ -1,7 +1,9 @@
 package doctor
 
 import (
+	"net"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -44,6 +46,11 @@ func TestSameEndpoint(t *testing.T) {
 		{"inet:localhost:10030", false, "inet:127.0.0.1:10030", true},
 		{"inet:127.0.0.1:10030", false, "inet:0.0.0.0:10030", true},
 		{"inet:127.0.0.1:10031", false, "inet:127.0.0.1:10030", false},
+		// Listening on every address is not listening on another host.
+		{"inet:198.51.100.7:10030", false, "inet:0.0.0.0:10030", false},
+		{"inet:198.51.100.7:10030", false, "inet:[::]:10030", false},
+		{"inet:[::1]:10030", false, "inet:[::]:10030", true},
+		{"inet:localhost:10030", false, "inet:0.0.0.0:10030", true},
 		{"inet:192.0.2.1:10030", false, "inet:127.0.0.1:10030", false},
 		{"unix:/bccguard/x.sock", true, "unix:/var/spool/postfix/bccguard/x.sock", true},
 		{"unix:/bccguard/x.sock", false, "unix:/var/spool/postfix/bccguard/x.sock", false},
@@ -59,6 +66,30 @@ func TestSameEndpoint(t *testing.T) {
 	}
 }
 
+// An address of this machine reaches a daemon listening on 0.0.0.0.
+func TestSameEndpointOwnAddress(t *testing.T) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var own net.IP
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			own = n.IP
+		}
+	}
+	if own == nil {
+		t.Fatal("this machine has no non-loopback IPv4 address to test with")
+	}
+	l, err := listenEndpoint("inet:0.0.0.0:10030")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := listenEndpoint("inet:" + own.String() + ":10030"); !e.same(l) {
+		t.Errorf("%s does not reach 0.0.0.0", own)
+	}
+}
+
 func TestSplitServiceKey(t *testing.T) {
 	name, typ, field, ok := splitServiceKey("127.0.0.1:10025/inet/smtpd_milters")
 	if !ok || name != "127.0.0.1:10025" || typ != "inet" || field != "smtpd_milters" {
@@ -69,9 +100,18 @@ func TestSplitServiceKey(t *testing.T) {
 	}
 }
 
-func TestBuildInfoLabels(t *testing.T) {
-	got := labels(`goversion="go1.26.8",version="bccguard 1.2.0 \"x\\y\" go1.26.8 linux/amd64"} 1`)
-	if got["goversion"] != "go1.26.8" || got["version"] != `bccguard 1.2.0 "x\y" go1.26.8 linux/amd64` {
-		t.Fatalf("%q", got)
+func TestBuildInfoVersion(t *testing.T) {
+	page := "# HELP bccguard_build_info Build.\n# TYPE bccguard_build_info gauge\n" +
+		`bccguard_build_info{goversion="go1.26.8",version="bccguard 1.2.0 \"x\\y\" go1.26.8 linux/amd64"} 1` + "\n" +
+		"# TYPE other gauge\nother 2\n"
+	got, err := buildInfoVersion(strings.NewReader(page))
+	if err != nil || got != `bccguard 1.2.0 "x\y" go1.26.8 linux/amd64` {
+		t.Fatalf("%q, %v", got, err)
+	}
+	if _, err := buildInfoVersion(strings.NewReader("other 2\n")); err == nil {
+		t.Fatal("no error without bccguard_build_info")
+	}
+	if _, err := buildInfoVersion(strings.NewReader("<html>not metrics</html>\n")); err == nil {
+		t.Fatal("no error on a page that is not metrics")
 	}
 }

@@ -1,7 +1,10 @@
 package doctor
 
 import (
+	"bufio"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/bccguard/bccguard/policy"
 )
@@ -11,10 +14,22 @@ import (
 // covers that domain, such mail is never checked.
 func checkOrigin(e *env) []Result {
 	var out []Result
+	origin, originFile, err := myorigin(e.postfix.Main["myorigin"])
+	if err != nil {
+		return []Result{{Status: Fail, Check: "myorigin",
+			Message: fmt.Sprintf("myorigin = %s: %v: Postfix cannot name the sender of mail submitted without -f.", originFile, err),
+			Fix:     "put the organization's mail domain on the first line of " + originFile + "."}}
+	}
 	for _, param := range []string{"myorigin", "myhostname"} {
-		domain := e.postfix.Main[param]
-		if param == "myhostname" && domain == e.postfix.Main["myorigin"] {
-			continue // the same domain, judged on the myorigin line
+		domain, shown := origin, "myorigin = "+origin
+		if originFile != "" {
+			shown += " (from " + originFile + ")"
+		}
+		if param == "myhostname" {
+			domain, shown = e.postfix.Main[param], "myhostname = "+e.postfix.Main[param]
+			if domain == origin {
+				continue // the same domain, judged on the myorigin line
+			}
 		}
 		d := policy.Decide(e.cfg.Policy, policy.Message{Sender: "root@" + domain})
 		r := Result{Check: param}
@@ -30,15 +45,45 @@ func checkOrigin(e *env) []Result {
 			if param == "myhostname" {
 				who = "mail with a sender user@" + domain + " (from daemons that name the host)"
 			}
-			r.Message = fmt.Sprintf("%s = %s: %s: %s passes unchecked.", param, domain, d.Reason, who)
-			r.Fix = "set myorigin = <the organization's mail domain> in main.cf, or add " + domain + " to domains (or internal_domains) in " + e.cfg.Name() + "."
+			r.Message = fmt.Sprintf("%s: %s: %s passes unchecked.", shown, d.Reason, who)
+			setIt := "set myorigin = <the organization's mail domain> in main.cf"
+			if originFile != "" && param == "myorigin" {
+				// Debian: myorigin = /etc/mailname; the file is what to edit.
+				setIt = "put the organization's mail domain in " + originFile
+			}
+			r.Fix = setIt + ", or add " + domain + " to domains (or internal_domains) in " + e.cfg.Name() + "."
 		default:
-			r.Message = fmt.Sprintf("%s = %s is covered (rule %s).", param, domain, d.Rule)
+			r.Message = fmt.Sprintf("%s is covered (rule %s).", shown, d.Rule)
 			if d.Rule == "" {
-				r.Message = fmt.Sprintf("%s = %s: %s.", param, domain, d.Reason)
+				r.Message = fmt.Sprintf("%s: %s.", shown, d.Reason)
 			}
 		}
 		out = append(out, r)
 	}
 	return out
+}
+
+// myorigin returns the domain of $myorigin. Postfix reads a value that
+// starts with "/" as a file whose first line is the domain (Debian ships
+// myorigin = /etc/mailname); file is then that path.
+func myorigin(value string) (domain, file string, err error) {
+	if !strings.HasPrefix(value, "/") {
+		return value, "", nil
+	}
+	f, err := os.Open(value)
+	if err != nil {
+		return "", value, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	if sc.Scan() {
+		domain = strings.TrimSpace(sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		return "", value, err
+	}
+	if domain == "" {
+		return "", value, fmt.Errorf("the file is empty")
+	}
+	return domain, value, nil
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"path"
 	"strings"
@@ -44,17 +45,35 @@ func (s *Service) ID() string { return s.Name + "/" + s.Type }
 func (s *Service) Chrooted() bool { return s.Chroot == "y" }
 
 // Loopback reports whether an inet service listens only on a loopback
-// address ("127.0.0.1:10025"), as the return path of a content filter does.
+// address ("127.0.0.1:10025", "[::1]:10025"), as the return path of a
+// content filter does.
 func (s *Service) Loopback() bool {
 	if s.Type != "inet" {
 		return false
 	}
-	host, _, ok := strings.Cut(strings.TrimPrefix(s.Name, "["), ":")
-	if !ok {
+	host, _, err := net.SplitHostPort(s.Name)
+	if err != nil {
 		return false
 	}
-	host = strings.TrimSuffix(host, "]")
-	return host == "localhost" || strings.HasPrefix(host, "127.") || host == "::1"
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ContentFilter returns where a content_filter is set: main.cf or the -o
+// of a master.cf service; "" when none is.
+func (p *Postfix) ContentFilter() string {
+	if p.Main["content_filter"] != "" {
+		return "content_filter in main.cf"
+	}
+	for _, s := range p.Services {
+		if s.Overrides["content_filter"] != "" {
+			return "-o content_filter of " + s.ID() + " in master.cf"
+		}
+	}
+	return ""
 }
 
 // Param returns a parameter as the service sees it: its -o override, or

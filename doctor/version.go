@@ -1,13 +1,14 @@
 package doctor
 
 import (
-	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // checkVersion compares the running daemon's version (from its build
@@ -51,49 +52,25 @@ func runningVersion(ctx context.Context, addr string, timeout time.Duration) (st
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("HTTP %s", resp.Status)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "bccguard_build_info{")
-		if !ok {
-			continue
-		}
-		if v, found := labels(rest)["version"]; found {
-			return v, nil
-		}
-	}
-	if err := sc.Err(); err != nil {
+	return buildInfoVersion(resp.Body)
+}
+
+// buildInfoVersion reads the version label of bccguard_build_info from a
+// metrics page in the Prometheus text format.
+func buildInfoVersion(r io.Reader) (string, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(r)
+	if err != nil {
 		return "", err
 	}
+	if mf := families["bccguard_build_info"]; mf != nil {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "version" {
+					return l.GetValue(), nil
+				}
+			}
+		}
+	}
 	return "", fmt.Errorf("no bccguard_build_info: is it bccguard?")
-}
-
-// labels reads the label pairs of one sample line (name="value", ...}),
-// unescaped: the text format escapes values like Go strings.
-func labels(s string) map[string]string {
-	m := map[string]string{}
-	for {
-		name, rest, ok := strings.Cut(s, `="`)
-		end := closingQuote(rest)
-		if !ok || end < 0 {
-			return m
-		}
-		if v, err := strconv.Unquote(`"` + rest[:end] + `"`); err == nil {
-			m[strings.TrimLeft(name, ", ")] = v
-		}
-		s = rest[end+1:]
-	}
-}
-
-// closingQuote returns the index of the first unescaped quote in s.
-func closingQuote(s string) int {
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
-	}
-	return -1
 }

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"net"
 	"path"
 	"slices"
 	"strconv"
@@ -27,8 +28,9 @@ type milterPath struct {
 	endpoints []endpoint
 	// noMilters is set when receive_override_options turns milters off.
 	noMilters bool
-	// loopback marks an smtpd on a loopback address only: usually the
-	// return path of a content filter, whose mail was checked before.
+	// loopback marks an smtpd on a loopback address only: when a
+	// content_filter is set, usually its return path, whose mail was
+	// checked before.
 	loopback bool
 	// bccguard is the index of bccguard's entry, or -1.
 	bccguard int
@@ -121,12 +123,14 @@ func checkWiring(e *env) []Result {
 			r.Status, r.Fix = OK, ""
 			r.Message = fmt.Sprintf("smtpd %s is the reinjection service of delivery: split (reinject.address): without bccguard, as it must be.", p.svc.ID())
 		}
-		if r.Status == Fail && p.loopback {
+		if cf := e.postfix.ContentFilter(); r.Status == Fail && p.loopback && cf != "" {
 			// A content filter's return path (FILTER_README) carries mail
 			// that passed the milters before; it is usually right there.
+			// Without any content_filter, a loopback smtpd is something
+			// else (a webmail's submission port) and its mail is unchecked.
 			r.Status = Warn
-			r.Message += " On a loopback-only smtpd this is right if it is the return path of a content filter."
-			r.Fix = "none if this smtpd only takes mail back from a content filter; otherwise " + r.Fix
+			r.Message += " On a loopback-only smtpd this is right if it is the return path of the content filter (" + cf + ")."
+			r.Fix = "none if this smtpd only takes mail back from the content filter; otherwise " + r.Fix
 		}
 		out = append(out, r)
 	}
@@ -148,6 +152,10 @@ func (p *milterPath) describeList() string {
 // the daemon of p: below the queue directory when it runs chrooted.
 func (e *env) postfixAddress(p *milterPath) string {
 	if e.listen.network != "unix" {
+		if e.listen.host == "" || isUnspecified(e.listen.host) {
+			// Listening everywhere: Postfix on this machine uses loopback.
+			return "inet:" + net.JoinHostPort("127.0.0.1", e.listen.port)
+		}
 		return e.cfg.Listen
 	}
 	if !p.chrooted {
@@ -165,7 +173,7 @@ func (e *env) postfixAddress(p *milterPath) string {
 // per-milter attribute, or the parameter as the service sees it.
 func (e *env) setting(p *milterPath, attr, param string) (value, where string) {
 	if v, ok := p.entries[p.bccguard].Attrs[attr]; ok {
-		return v, attr + " in the braced " + p.param + " entry"
+		return v, attr + " in the braced entry of " + p.where(p.param)
 	}
 	return e.postfix.Param(p.svc, param), p.where(param)
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,8 +119,6 @@ func (d *daemon) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
-var messageIDAttr = regexp.MustCompile(`message_id=("(\\.|[^"])*"|\S*)`)
-
 // checkLog fails the test on a data race report or on an e-mail address in
 // the log: with the default audit level no address may be logged.
 func (d *daemon) checkLog(t *testing.T) {
@@ -131,8 +128,7 @@ func (d *daemon) checkLog(t *testing.T) {
 		t.Errorf("data race in bccguard:\n%s", log)
 	}
 	for _, line := range strings.Split(log, "\n") {
-		// A Message-ID has an @ but is no address.
-		if strings.Contains(messageIDAttr.ReplaceAllString(line, ""), "@") {
+		if strings.Contains(line, "@") {
 			t.Errorf("address in the log at the default audit level: %s", line)
 		}
 	}

@@ -79,6 +79,9 @@ func envelope(h []policy.Field) []string {
 	for _, name := range []string{"To", "Cc", "Bcc"} {
 		for _, v := range fields(h, name) {
 			for _, a := range policy.ParseAddressField(v).Addrs {
+				if a.Domain == "" {
+					continue // a bare name: not a recipient the client gives
+				}
 				if !seen[strings.ToLower(a.Addr)] {
 					seen[strings.ToLower(a.Addr)] = true
 					out = append(out, smtpAddr(a.Addr))
@@ -130,7 +133,7 @@ func TestHeadersInTheWild(t *testing.T) {
 		"utf8-names.eml":        "convert",
 		"encoded-names.eml":     "convert",
 		"broken-entry.eml":      "convert",
-		"unreadable.eml":        "convert",
+		"bare-names.eml":        "convert",
 	}
 	names, _ := filepath.Glob("testdata/*.eml")
 	if len(names) != len(want) {

@@ -16,7 +16,11 @@ import (
 const originWarnEvery = time.Hour
 
 // maxOriginDomains bounds the memory of the warning: an SMTP client may
-// send any number of made-up dotless domains.
+// send any number of made-up dotless domains. When that many were warned
+// about within the hour, a further new domain is not warned about until
+// older entries are an hour old (the warning is about configuration, and
+// the first 1024 domains already show it); known domains keep their
+// hourly warning.
 const maxOriginDomains = 1024
 
 // originWarner spots sender domains that are almost always an unqualified
@@ -70,13 +74,15 @@ func (w *originWarner) due(domain string) bool {
 // an unqualified local origin, at most once an hour per domain. It names
 // the domain, never the address.
 func (w *originWarner) check(ctx context.Context, log *slog.Logger, queueID string, d policy.Decision) {
+	// Only a domain that no rule covers (or one turned off) lets mail
+	// through unchecked; a rule for "vm" is the admin's choice.
+	if d.Passed != policy.PassSenderNotCovered && d.Passed != policy.PassSenderDisabled {
+		return
+	}
 	if !w.unqualified(d.SenderDomain) || !log.Enabled(ctx, slog.LevelWarn) || !w.due(d.SenderDomain) {
 		return
 	}
 	passed := string(d.Passed)
-	if passed == "" {
-		passed = "no"
-	}
 	log.LogAttrs(ctx, slog.LevelWarn, "sender domain looks like an unqualified local origin: mail submitted without -f gets $myorigin as its sender domain; set myorigin in main.cf to the organization's mail domain (bccguard doctor checks it); logged once an hour per domain",
 		slog.String("queue_id", queueID), slog.String("sender_domain", d.SenderDomain),
 		slog.String("action", d.Action.String()), slog.String("passed", passed))

@@ -127,7 +127,7 @@ func TestConvertsAndDecidesEachMessageOnItsOwn(t *testing.T) {
 func TestTempfailOnUnreadableTo(t *testing.T) {
 	addr, _, _ := startServer(t, cityPolicy(t, func(s *policy.Settings) { s.OnParseError = policy.ParseErrorTempfail }))
 	s := miltertest.Dial(t, "tcp", addr)
-	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", Header: [][2]string{{"To", "no address here"}}})
+	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", Header: [][2]string{{"To", "<@>, <>"}}})
 	if len(mods) != 0 || act.SMTPCode != 451 || !strings.Contains(act.SMTPReply, "bccguard") {
 		t.Fatalf("got %v %v", mods, act)
 	}

@@ -20,17 +20,25 @@ type Address struct {
 	// Addr is the addr-spec as it was found.
 	Addr string
 	// Domain is the normalized domain (see NormalizeDomain), or the
-	// lower-cased raw domain when it does not normalize.
+	// raw domain with ASCII lower-cased when it does not normalize; empty
+	// for a bare name without a domain (counted as internal: Postfix
+	// qualifies it with $myorigin).
 	Domain string
 	// Internal is set by the decision once the domain has been classified.
 	Internal bool
+	// lower is set by the fast scanner when Addr is ASCII without capitals
+	// and the domain is Domain as written: Addr is then its own key.
+	lower bool
 }
 
 // key identifies a mailbox for de-duplication: "A@x, a@X" and the U-label
 // and A-label forms of one IDN domain are one recipient.
 // The local part is compared without quoting, since the strict parser
 // returns `"a b"@x` as `a b@x` and the lenient extractor keeps the quotes.
-func (a Address) key() string {
+func (a *Address) key() string {
+	if a.lower {
+		return a.Addr
+	}
 	local := a.Addr
 	if i := strings.LastIndexByte(local, '@'); i >= 0 {
 		local = local[:i]
@@ -72,13 +80,18 @@ type FieldAddresses struct {
 }
 
 // ParseAddressField reads the addresses of one address-list header value
-// (To, Cc, From) as a milter receives it: possibly folded, possibly with
-// raw UTF-8 or RFC 2047 encoded-words.
+// (To, Cc, Resent-To, From) as a milter receives it: possibly folded,
+// possibly with raw UTF-8, other 8-bit text or RFC 2047 encoded-words.
 //
-// go-message's parser is all-or-nothing: one broken entry fails the whole
-// list. A failure is therefore never read as "no addresses": the lenient
-// extractor then picks out every addr-spec it can see, and only when it
-// finds none in a non-empty field is the field reported as ParseFailed.
+// What counts is what a recipient's mail client shows. go-message's
+// parser is all-or-nothing: one broken entry fails the whole list, and it
+// does not see addresses inside display names, comments or encoded-words,
+// nor those written in obsolete syntax. So the field is also read the way
+// a person reads it (see LenientAddresses and appendBare): when that finds
+// addresses the strict parser did not, or the strict parser fails, the
+// field counts as read leniently, with every address either found. Only
+// when no address at all can be found in a non-empty field is it reported
+// as ParseFailed.
 func ParseAddressField(value string) FieldAddresses {
 	if addrs, ok := scanList(value); ok {
 		return FieldAddresses{Addrs: addrs, Mode: ParsedStrict}
@@ -87,52 +100,48 @@ func ParseAddressField(value string) FieldAddresses {
 	if strings.TrimSpace(v) == "" {
 		return FieldAddresses{Mode: ParsedStrict}
 	}
+	seen := visibleAddresses(v)
 	list, err := mail.ParseAddressList(v)
 	if err == nil {
 		addrs := make([]Address, 0, len(list))
 		for _, a := range list {
 			addrs = append(addrs, Address{Name: a.Name, Addr: a.Address, Domain: addrDomain(a.Address)})
 		}
-		if embedded := embeddedAddresses(v, addrs); len(embedded) > 0 {
-			return FieldAddresses{Addrs: append(addrs, embedded...), Mode: ParsedLenient, StrictErr: errEmbedded}
+		if extra := notIn(seen, addrs); len(extra) > 0 {
+			return FieldAddresses{Addrs: append(addrs, extra...), Mode: ParsedLenient, StrictErr: errEmbedded}
 		}
 		return FieldAddresses{Addrs: addrs, Mode: ParsedStrict}
 	}
-	addrs := LenientAddresses(v)
-	if len(addrs) == 0 {
+	if len(seen) == 0 {
 		if isEmptyGroups(v) {
 			return FieldAddresses{Mode: ParsedStrict}
 		}
 		return FieldAddresses{Mode: ParseFailed, StrictErr: err}
 	}
-	return FieldAddresses{Addrs: addrs, Mode: ParsedLenient, StrictErr: err}
+	return FieldAddresses{Addrs: seen, Mode: ParsedLenient, StrictErr: err}
 }
 
 // errEmbedded marks a field that parsed, but shows more addresses than it
 // holds.
-var errEmbedded = errors.New("addresses visible inside display names, comments or quoted local parts")
+var errEmbedded = errors.New("addresses visible outside the parsed ones (display names, comments, encoded-words, obsolete syntax)")
 
-// embeddedAddresses returns the addresses that are visible in v but are
-// not among the parsed ones: inside a display name, a comment or a quoted
-// local part. Recipients see them all the same. Postfix itself creates
-// such fields: it rewrites an unparsable To such as
-// `"Suzuki <a@x.example>, b@y.example` into one address with everything in
-// a quoted local part, `"Suzuki <a@x.example>, b@y.example"@its.hostname`.
-// Only addresses whose domain has a dot count, so that a quoted local part
-// such as "a@b" is not taken for a second address.
-func embeddedAddresses(v string, parsed []Address) []Address {
-	if !strings.ContainsAny(v, "\"(") {
-		// Without quotes or comments, every "@" belongs to a parsed address.
+// notIn returns the addresses of seen whose key is not among parsed.
+// Postfix itself creates fields that need this: it rewrites an unparsable
+// To such as `"Suzuki <a@x.example>, b@y.example` into one address with
+// everything in a quoted local part,
+// `"Suzuki <a@x.example>, b@y.example"@its.hostname`.
+func notIn(seen, parsed []Address) []Address {
+	if len(seen) == 0 {
 		return nil
 	}
-	var seen dedupe
-	seen.hint = len(parsed)
-	for _, a := range parsed {
-		seen.add(a.key())
+	var d dedupe
+	d.hint = len(parsed) + len(seen)
+	for i := range parsed {
+		d.add(parsed[i].key())
 	}
 	var extra []Address
-	for _, a := range scanAddresses(v, false) {
-		if strings.Contains(a.Domain, ".") && seen.add(a.key()) {
+	for _, a := range seen {
+		if d.add((&a).key()) {
 			extra = append(extra, a)
 		}
 	}
@@ -155,19 +164,35 @@ func unquote(s string) string {
 }
 
 // unfold joins folded lines. The milter protocol passes header values with
-// their line breaks (LF from Postfix, CRLF from files); removing the break
-// keeps the whitespace that follows it, which is what RFC 5322 unfolding is.
-// A bare CR or LF elsewhere is invalid anyway and removing it is harmless.
+// their line breaks (LF from Postfix, CRLF from files); removing a break
+// followed by a blank keeps the blank, which is RFC 5322 unfolding.
+//
+// A bare CR or LF (one not followed by a blank) is invalid. Some clients
+// end the line there, others show it as nothing; bccguard reads it as a
+// blank, so that the words on either side stay apart and everything after
+// it still belongs to this field: every address any client could show is
+// counted, and a conversion replaces the whole value.
 func unfold(v string) string {
 	if !strings.ContainsAny(v, "\r\n") {
 		return v
 	}
-	return strings.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' {
-			return -1
+	b := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c != '\r' && c != '\n' {
+			b = append(b, c)
+			continue
 		}
-		return r
-	}, v)
+		j := i
+		for j < len(v) && (v[j] == '\r' || v[j] == '\n') {
+			j++
+		}
+		if j == len(v) || v[j] != ' ' && v[j] != '\t' || j-i > 2 || j-i == 2 && v[i:j] != "\r\n" {
+			b = append(b, ' ')
+		}
+		i = j - 1
+	}
+	return string(b)
 }
 
 // isEmptyGroups reports whether v is made of empty groups only, such as
@@ -201,110 +226,7 @@ func normalizedOrRaw(raw string) string {
 	if d, err := NormalizeDomain(raw); err == nil {
 		return d
 	}
-	return strings.ToLower(raw)
-}
-
-// LenientAddresses picks every addr-spec out of s without parsing the
-// address-list grammar, in one pass from left to right: a quoted string
-// directly followed by "@" is a quoted local part; any other "@" takes the
-// longest run of local-part characters before it (dot-atoms) and the
-// longest domain after it (labels or an address literal). It over-counts
-// rather than under-counts: an address-like string inside a comment is
-// counted too, which can only make bccguard hide more, never leak.
-func LenientAddresses(s string) []Address {
-	return scanAddresses(s, true)
-}
-
-// scanAddresses is LenientAddresses; with quoted false it ignores quoting
-// and finds the addr-specs written inside quoted strings too.
-func scanAddresses(s string, quoted bool) []Address {
-	var out []Address
-	add := func(addr string) {
-		out = append(out, Address{Addr: addr, Domain: addrDomain(addr)})
-	}
-	floor := 0 // a local part never reaches back before this
-	for i := 0; i < len(s); {
-		switch c := s[i]; {
-		case c == '"' && quoted:
-			j := closingQuote(s, i+1)
-			if j < 0 {
-				// Unterminated: the quote is just a character.
-				i++
-				floor = i
-				continue
-			}
-			if j+1 < len(s) && s[j+1] == '@' {
-				ds := skipWSP(s, j+2)
-				if end := domainEnd(s, ds); end > ds {
-					add(s[i:j+2] + s[ds:end])
-					i, floor = end, end
-					continue
-				}
-			}
-			// A display name: an address-looking string inside it
-			// ("bob@x" <bob@x>) is the same mailbox or a decoy; skip it.
-			i = j + 1
-			floor = i
-		case c == '@':
-			start := i
-			for start > floor && atext[s[start-1]] {
-				start--
-			}
-			for start < i && s[start] == '.' {
-				start++
-			}
-			// net/mail allows blanks between "@" and the domain.
-			ds := skipWSP(s, i+1)
-			end := domainEnd(s, ds)
-			if start < i && end > ds {
-				add(s[start:i+1] + s[ds:end])
-				i, floor = end, end
-				continue
-			}
-			i++
-		default:
-			i++
-		}
-	}
-	return out
-}
-
-func skipWSP(s string, i int) int {
-	for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
-		i++
-	}
-	return i
-}
-
-// closingQuote returns the index of the quote that ends a quoted string
-// whose content starts at from, honouring backslash escapes; -1 if none.
-func closingQuote(s string, from int) int {
-	for k := from; k < len(s); k++ {
-		switch s[k] {
-		case '\\':
-			k++
-		case '"':
-			return k
-		}
-	}
-	return -1
-}
-
-// domainEnd returns where the domain starting at s[from] ends.
-func domainEnd(s string, from int) int {
-	if from < len(s) && s[from] == '[' {
-		if j := strings.IndexByte(s[from:], ']'); j > 0 {
-			return from + j + 1
-		}
-		return from
-	}
-	// Any dot-atom, as net/mail accepts: a domain such as "a!b" is
-	// nonsense, but it must be counted if the strict parser counts it.
-	i := atextEnd(s, from)
-	for i > from && s[i-1] == '.' {
-		i--
-	}
-	return i
+	return asciiLower(raw)
 }
 
 func isAlnum(c byte) bool {

@@ -3,7 +3,8 @@ package policy
 import "strings"
 
 // Limits that keep the time and memory of one decision bounded whatever a
-// client sends. They apply to To and Cc separately. Postfix's default
+// client sends. They apply to To and Cc separately; Resent-To counts with
+// To and Resent-Cc with Cc. Postfix's default
 // header_size_limit (100 KiB for one header field) keeps a single field
 // below them, but a message can repeat a field many times.
 const (
@@ -45,10 +46,10 @@ func measure(h []Field) Overflow {
 	var toN, ccN, toBytes, ccBytes int
 	for _, f := range h {
 		switch {
-		case strings.EqualFold(f.Name, "To"):
+		case isToName(f.Name):
 			toN++
 			toBytes += len(f.Value)
-		case strings.EqualFold(f.Name, "Cc"):
+		case isCcName(f.Name):
 			ccN++
 			ccBytes += len(f.Value)
 		}
@@ -79,9 +80,9 @@ func (c *Collector) Reset() {
 // Add offers one header field; fields the policy does not read are ignored.
 func (c *Collector) Add(name, value string) {
 	switch {
-	case strings.EqualFold(name, "To"):
+	case isToName(name):
 		c.addAddress(name, value, &c.toN, &c.toBytes, &c.over.ToFields, &c.over.ToValues)
-	case strings.EqualFold(name, "Cc"):
+	case isCcName(name):
 		c.addAddress(name, value, &c.ccN, &c.ccBytes, &c.over.CcFields, &c.over.CcValues)
 	case strings.EqualFold(name, "From") && !c.haveFrom:
 		// Only the first From is ever used (replacement: sender).
@@ -109,4 +110,15 @@ func (c *Collector) addAddress(name, value string, n, size *int, tooMany, tooBig
 // Message returns what was collected, for sender.
 func (c *Collector) Message(sender string) Message {
 	return Message{Sender: sender, Header: c.header, Overflow: c.over}
+}
+
+// isToName reports whether a field is read like To: To itself, and
+// Resent-To, which redirecting clients fill with the new recipients.
+func isToName(name string) bool {
+	return strings.EqualFold(name, "To") || strings.EqualFold(name, "Resent-To")
+}
+
+// isCcName reports whether a field is read like Cc: Cc and Resent-Cc.
+func isCcName(name string) bool {
+	return strings.EqualFold(name, "Cc") || strings.EqualFold(name, "Resent-Cc")
 }

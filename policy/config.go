@@ -14,6 +14,9 @@ const (
 	CountAll CountMode = "all"
 	// CountExternal counts only external addresses.
 	CountExternal CountMode = "external"
+	// CountDomains counts organizations: distinct domains, all internal
+	// addresses counting together as one; at least one must be external.
+	CountDomains CountMode = "domains"
 )
 
 // MoveMode says which addresses leave the visible header on conversion.

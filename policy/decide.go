@@ -86,6 +86,9 @@ type Decision struct {
 	// CcTotal and CcExternal count distinct Cc addresses; only when
 	// ConvertCc is set.
 	CcTotal, CcExternal int
+	// ResentTotal and ResentExternal count distinct Resent-To addresses
+	// (with Resent-Cc under ConvertCc).
+	ResentTotal, ResentExternal int
 	// Moved is the number of distinct addresses removed from view.
 	Moved int
 	// To holds the distinct To addresses, for the audit log.
@@ -147,50 +150,80 @@ func Decide(cfg *Config, msg Message) Decision {
 				return d
 			}
 		}
-		return onParseError(d, settings, what, readVisible(cfg, msg.Header, settings.ConvertCc, false), msg.Header)
+		return onParseError(d, settings, what, readVisible(cfg, msg.Header, settings.ConvertCc, false, false))
 	}
-	v := readVisible(cfg, msg.Header, settings.ConvertCc, true)
-	d.ToTotal, d.ToExternal = v.to.total, v.to.external
-	d.To = v.to.addrs
-	d.CcTotal, d.CcExternal = v.cc.total, v.cc.external
+	v := readVisible(cfg, msg.Header, settings.ConvertCc, true, settings.Count == CountDomains)
+	d.ToTotal, d.ToExternal = v.main.to.total, v.main.to.external
+	d.To = v.main.to.addrs
+	d.CcTotal, d.CcExternal = v.main.cc.total, v.main.cc.external
+	resentList := v.list(true, settings.ConvertCc)
+	d.ResentTotal, d.ResentExternal = resentList.total, resentList.external
 	d.Parse = v.problem()
 	if d.Parse == ParseUnreadable {
-		return onParseError(d, settings, "an address field cannot be read", v, msg.Header)
+		return onParseError(d, settings, "an address field cannot be read", v)
 	}
 
-	total, external := v.to.total, v.to.external
+	// Resent-To is a list of its own (redirected mail): counted apart,
+	// against the same threshold, and hidden the same way.
 	list := "To"
 	if settings.ConvertCc {
-		total, external = v.combinedTotal, v.combinedExternal
 		list = "To and Cc"
 	}
-	counted := total
-	if settings.Count == CountExternal {
-		counted = external
+	main, reason, passed := judge(settings, v.list(false, settings.ConvertCc), list)
+	resent := false
+	if v.resent != noResent {
+		list = "Resent-To"
+		if settings.ConvertCc {
+			list = "Resent-To and Resent-Cc"
+		}
+		var r string
+		var p PassReason
+		resent, r, p = judge(settings, resentList, list)
+		reason += "; " + r
+		if p == PassBelowThreshold {
+			// An outside address was seen in one list or the other.
+			passed = p
+		}
 	}
-	// Concatenation rather than Sprintf: this is on every message's path.
-	seen := list + ": " + plural(total, "address", "addresses") + ", " + strconv.Itoa(external) + " external"
-	threshold, count := strconv.Itoa(settings.Threshold), " (count: "+string(settings.Count)+")"
-	switch {
-	case external == 0:
-		d.Reason, d.Passed = seen, PassInternalOnly
-		return d
-	case counted < settings.Threshold:
-		d.Reason, d.Passed = seen+"; below threshold "+threshold+count, PassBelowThreshold
+	d.Reason = reason
+	if !main && !resent {
+		d.Passed = passed
 		return d
 	}
 	d.Action = Convert
-	d.Reason = seen + "; threshold " + threshold + " reached" + count
-	d = dryRunPassed(v.convert(d, settings, msg.Header))
-	if settings.Delivery == DeliverySplit {
+	d = dryRunPassed(v.convert(d, settings, main, resent))
+	if settings.Delivery == DeliverySplit && main {
+		// Copies are made for the To list; Resent-To alone is hidden.
 		return v.split(d, settings, msg.Recipients)
 	}
 	return d
 }
 
+// judge applies the threshold to the counts of one visible list.
+func judge(s Settings, t *tally, list string) (bool, string, PassReason) {
+	// Concatenation rather than Sprintf: this is on every message's path.
+	seen := list + ": " + plural(t.total, "address", "addresses") + ", " + strconv.Itoa(t.external) + " external"
+	counted := t.total
+	switch s.Count {
+	case CountExternal:
+		counted = t.external
+	case CountDomains:
+		counted = t.orgs
+		seen += ", " + plural(t.orgs, "organization", "organizations")
+	}
+	threshold, count := strconv.Itoa(s.Threshold), " (count: "+string(s.Count)+")"
+	switch {
+	case t.external == 0:
+		return false, seen, PassInternalOnly
+	case counted < s.Threshold:
+		return false, seen + "; below threshold " + threshold + count, PassBelowThreshold
+	}
+	return true, seen + "; threshold " + threshold + " reached" + count, ""
+}
+
 // onParseError applies the on_parse_error setting to a message whose
 // address fields could not be read (what says why).
-func onParseError(d Decision, s Settings, what string, v *visible, h []Field) Decision {
+func onParseError(d Decision, s Settings, what string, v *visible) Decision {
 	switch s.OnParseError {
 	case ParseErrorTempfail:
 		d.Action = Tempfail
@@ -207,7 +240,7 @@ func onParseError(d Decision, s Settings, what string, v *visible, h []Field) De
 	}
 	s.Move = MoveAll
 	s.Delivery = DeliveryHide
-	d = dryRunPassed(v.convert(d, s, h))
+	d = dryRunPassed(v.convert(d, s, true, len(v.resent.to.fields) > 0 || s.ConvertCc && len(v.resent.cc.fields) > 0))
 	d.Delivery = DeliveryHide
 	return d
 }

@@ -9,27 +9,54 @@ import (
 )
 
 // NormalizeDomain returns the form of a domain used for every comparison:
-// lower case, ASCII (IDN U-labels converted to xn-- A-labels), without a
-// trailing root dot. Address literals such as "[192.0.2.1]" are kept as
-// they are, lower-cased.
+// the IDNA (UTS #46) mapping of the domain in ASCII (IDN U-labels converted
+// to xn-- A-labels), without a trailing root dot. Address literals such as
+// "[192.0.2.1]" are kept as they are, lower-cased.
+//
+// UTS #46 rather than Unicode lower-casing: a look-alike such as
+// "cİty.example.jp" (capital I with a dot) is not "city.example.jp" in DNS,
+// although strings.ToLower makes it so; full-width letters and the
+// ideographic full stop map to what a resolver would look up.
 func NormalizeDomain(d string) (string, error) {
 	d = strings.TrimSuffix(strings.TrimSpace(d), ".")
 	if d == "" {
 		return "", errors.New("empty domain")
 	}
 	if d[0] == '[' {
-		return strings.ToLower(d), nil
+		return asciiLower(d), nil
 	}
 	if isASCIILower(d) {
 		return d, nil
 	}
-	// Lower-case first: the Punycode profile keeps case, and "例え.JP" must
-	// equal "例え.jp".
-	a, err := idna.Punycode.ToASCII(strings.ToLower(d))
+	a, err := uts46.ToASCII(d)
 	if err != nil {
 		return "", fmt.Errorf("domain %q: %w", d, err)
 	}
-	return strings.ToLower(a), nil
+	return strings.TrimSuffix(a, "."), nil
+}
+
+// uts46 maps domains for lookup as resolvers do (non-transitional), but
+// accepts underscores and the hyphen placements some internal names use:
+// bccguard compares domains, it does not register them.
+var uts46 = idna.New(idna.MapForLookup(), idna.Transitional(false), idna.StrictDomainName(false), idna.ValidateLabels(false))
+
+// asciiLower lower-cases the ASCII letters of s only: Unicode lower-casing
+// turns some non-ASCII letters into ASCII ones (the Kelvin sign into "k",
+// the dotted capital I into "i"), and a domain that does not normalize
+// must never come to equal a configured one that way.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 // isASCIILower reports whether s is already in normalized form, so the

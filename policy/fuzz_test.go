@@ -37,6 +37,24 @@ var seeds = []string{
 	"a\x00b@c.example",
 	"\xff\xfe@bad.example",
 	"a@b.example\rc@d.example",
+	// Obsolete syntax: blanks, folds and comments around "@" and dots.
+	"a@ext.example, b @other.example",
+	"a (x) . b @ (y) c . example",
+	"a@city.example.jp\r\n .evil.example.com",
+	// 8-bit names that are not UTF-8, Japanese separators.
+	"\"\x95\x5c\" <a@ext.example>, \"\x95\x5c\" <b@other.example>",
+	"\x1b$B%\"\x1b(B <a@ext.example>, b@other.example",
+	"\x8eR\x93c\x81@\x91\xbe\x98Y <a@ext.example>",
+	"a@ext.example、b@other.example，c@third.example\u3000d@x.example",
+	"alice, bob <b>, Team: carol;",
+	"x%ext.example@city.example.jp, ext.example!y@city.example.jp",
+	"=?UTF-8?Q?b=40ext2.example.org?= <a@ext.example>",
+}
+
+func init() {
+	for _, c := range leakCases {
+		seeds = append(seeds, c.to)
+	}
 }
 
 func FuzzParseAddressField(f *testing.F) {
@@ -56,17 +74,16 @@ func FuzzParseAddressField(f *testing.F) {
 		if pa.Mode == ParseFailed && len(pa.Addrs) != 0 {
 			t.Fatal("failed with addresses")
 		}
-		// Every address the strict parser finds, the lenient path counts
-		// too: the fallback can only see more.
-		if pa.Mode == ParsedStrict {
-			lenient := map[string]bool{}
-			for _, a := range LenientAddresses(unfold(v)) {
-				lenient[a.key()] = true
-			}
-			for _, a := range pa.Addrs {
-				if !lenient[a.key()] {
-					t.Fatalf("strict found %q (key %q), lenient did not (in %q)", a.Addr, a.key(), v)
-				}
+		// Every address a reader sees is counted, whichever path read
+		// the field: the strict paths never see less than the lenient
+		// reader.
+		counted := map[string]bool{}
+		for _, a := range pa.Addrs {
+			counted[a.key()] = true
+		}
+		for _, a := range visibleAddresses(unfold(v)) {
+			if !counted[a.key()] {
+				t.Fatalf("%q is visible in %q but not counted (mode %v)", a.Addr, v, pa.Mode)
 			}
 		}
 	})
@@ -85,16 +102,22 @@ func FuzzDecide(f *testing.F) {
 		if mode&4 != 0 {
 			s.Replacement = Replacement{Kind: ReplaceGroup, Label: "関係者各位"}
 		}
+		if mode&32 != 0 {
+			s.Count = CountDomains
+		}
 		cfg := &Config{Internal: DomainSet{{Domain: "city.example.jp"}, {Domain: "city.example.jp", Subdomains: true}}, Default: s}
 		h := []Field{{"From", "staff@city.example.jp"}, {"To", to}, {"Subject", "x"}, {"Cc", cc}}
 		if mode&8 != 0 {
 			h = append(h, Field{"To", cc})
 		}
+		if mode&16 != 0 {
+			h = append(h, Field{"Resent-To", cc}, Field{"Resent-Cc", to})
+		}
 		d := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: h})
 		for _, e := range d.Edits {
 			// Only the visible recipient fields and the stamp change;
 			// the envelope is out of the policy's reach by type.
-			if !strings.EqualFold(e.Name, "To") && !strings.EqualFold(e.Name, "Cc") && e.Name != s.StampHeader {
+			if !isToName(e.Name) && !isCcName(e.Name) && e.Name != s.StampHeader {
 				t.Fatalf("edit of %s", e.Name)
 			}
 			if strings.ContainsAny(e.Value, "\x00") || strings.Contains(e.Value, "@") && e.Name == s.StampHeader {
@@ -105,23 +128,32 @@ func FuzzDecide(f *testing.F) {
 			return
 		}
 		out := Apply(h, d.Edits)
-		var tos []string
-		for _, f := range out {
-			if strings.EqualFold(f.Name, "To") {
-				tos = append(tos, f.Value)
+		// Each converted list (an edit names its first field) is left
+		// with one field that parses again and holds no address
+		// (move: all), and its Cc goes with convert_cc.
+		for _, list := range [][2]string{{"To", "Cc"}, {"Resent-To", "Resent-Cc"}} {
+			converted := false
+			for _, e := range d.Edits {
+				converted = converted || e.Name == list[0]
 			}
-		}
-		if len(tos) != 1 {
-			t.Fatalf("%d To fields after conversion", len(tos))
-		}
-		// The To we wrote parses again, and holds no address (move: all).
-		pa := ParseAddressField(tos[0])
-		if pa.Mode != ParsedStrict || len(pa.Addrs) != 0 {
-			t.Fatalf("rewritten To %q: %+v", tos[0], pa)
-		}
-		for _, f := range out {
-			if strings.EqualFold(f.Name, "Cc") && s.ConvertCc {
-				t.Fatalf("Cc left with convert_cc: %q", f.Value)
+			if !converted {
+				continue
+			}
+			var vs []string
+			for _, f := range out {
+				if strings.EqualFold(f.Name, list[0]) {
+					vs = append(vs, f.Value)
+				}
+				if strings.EqualFold(f.Name, list[1]) && s.ConvertCc {
+					t.Fatalf("%s left with convert_cc: %q", list[1], f.Value)
+				}
+			}
+			if len(vs) != 1 {
+				t.Fatalf("%d %s fields after conversion", len(vs), list[0])
+			}
+			pa := ParseAddressField(vs[0])
+			if pa.Mode != ParsedStrict || len(pa.Addrs) != 0 {
+				t.Fatalf("rewritten %s %q: %+v", list[0], vs[0], pa)
 			}
 		}
 		// A converted message does not convert again.
@@ -142,6 +174,11 @@ func FuzzScanList(f *testing.F) {
 		fast, ok := scanList(v)
 		if !ok {
 			return
+		}
+		// The fast path never hides what a reader sees: the lenient
+		// reader finds no address it did not.
+		if extra := notIn(visibleAddresses(unfold(v)), fast); len(extra) > 0 {
+			t.Fatalf("fast scanner accepted %q without %q", v, extra[0].Addr)
 		}
 		full, err := mail.ParseAddressList(unfold(v))
 		if err != nil {

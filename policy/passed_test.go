@@ -28,10 +28,10 @@ func TestPassReason(t *testing.T) {
 		{"disabled", domains(false), staff, two, PassSenderDisabled, Pass},
 		{"internal only", cityConfig(t, nil), staff, hdr("To", "a@city.example.jp, b@city.example.jp"), PassInternalOnly, Pass},
 		{"below threshold", cityConfig(t, func(s *Settings) { s.Threshold = 3 }), staff, two, PassBelowThreshold, Pass},
-		{"unreadable, accept", cityConfig(t, func(s *Settings) { s.OnParseError = ParseErrorAccept }), staff, hdr("To", "this is not an address"), PassParseError, Pass},
-		{"unreadable, tempfail", cityConfig(t, func(s *Settings) { s.OnParseError = ParseErrorTempfail }), staff, hdr("To", "this is not an address"), NotPassed, Tempfail},
+		{"unreadable, accept", cityConfig(t, func(s *Settings) { s.OnParseError = ParseErrorAccept }), staff, hdr("To", "<@>, <>"), PassParseError, Pass},
+		{"unreadable, tempfail", cityConfig(t, func(s *Settings) { s.OnParseError = ParseErrorTempfail }), staff, hdr("To", "<@>, <>"), NotPassed, Tempfail},
 		{"dry run", cityConfig(t, func(s *Settings) { s.DryRun = true }), staff, two, PassDryRun, Convert},
-		{"dry run, unreadable hidden", cityConfig(t, func(s *Settings) { s.DryRun = true }), staff, hdr("To", "this is not an address"), PassDryRun, Convert},
+		{"dry run, unreadable hidden", cityConfig(t, func(s *Settings) { s.DryRun = true }), staff, hdr("To", "<@>, <>"), PassDryRun, Convert},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

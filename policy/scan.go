@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"bytes"
+	"encoding/base64"
 	"strings"
 	"unicode/utf8"
 )
@@ -10,8 +12,10 @@ import (
 // quoted strings and encoded-words, angle addresses, groups), allocating
 // only the result. It returns ok=false, and leaves the field to the full
 // parser, on anything less common: comments, quoted local parts, address
-// literals, nested groups, a quoted display name holding an "@", invalid
-// UTF-8, or any syntax error. When it returns ok, it found exactly the
+// literals, nested groups, a quoted display name holding an "@", an
+// encoded-word that may decode to one, an addr-spec that is not ASCII
+// (IDN domains, and the Japanese separators that can run addresses
+// together), invalid UTF-8, or any syntax error. When it returns ok, it found exactly the
 // addr-specs net/mail finds (FuzzScanList checks that), except that
 // net/mail fails on an encoded-word it cannot decode where the scanner,
 // which does not decode names, does not; the addresses are the same.
@@ -96,15 +100,20 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	var ok bool
 	switch {
 	case p.s[p.i] == '@' && words == 1 && last.end == p.i:
-		addr, ok = p.addrSpecFrom(last.start)
+		end, upper, dotOK := dotAtomEnd(p.s, last.start)
+		if end != last.end || !dotOK {
+			return false
+		}
+		addr, ok = p.addrSpecFrom(last.start, upper)
 	case p.s[p.i] == '<':
 		p.i++
 		start := p.i
-		p.i = atextEnd(p.s, p.i)
-		if p.eof() || p.s[p.i] != '@' {
+		end, upper, dotOK := dotAtomEnd(p.s, p.i)
+		p.i = end
+		if !dotOK || p.eof() || p.s[p.i] != '@' {
 			return false
 		}
-		addr, ok = p.addrSpecFrom(start)
+		addr, ok = p.addrSpecFrom(start, upper)
 		if !ok || p.eof() || p.s[p.i] != '>' {
 			return false
 		}
@@ -113,7 +122,12 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	if !ok {
 		return false
 	}
-	p.out = append(p.out, Address{Addr: addr, Domain: normalizedOrRaw(addr[strings.LastIndexByte(addr, '@')+1:])})
+	// An ASCII dot-atom without capitals is already in normal form.
+	domain := addr[p.at+1:]
+	if p.domainUpper {
+		domain = normalizedOrRaw(domain)
+	}
+	p.out = append(p.out, Address{Addr: addr, Domain: domain, lower: p.lower})
 	return true
 }
 
@@ -121,6 +135,11 @@ type scanner struct {
 	s   string
 	i   int
 	out []Address
+	// at is where the "@" of the last addr-spec read is, from its start.
+	at int
+	// lower says the last addr-spec read has no capital letter;
+	// domainUpper says its domain has one.
+	lower, domainUpper bool
 }
 
 type span struct{ start, end int }
@@ -128,15 +147,13 @@ type span struct{ start, end int }
 func (p *scanner) eof() bool { return p.i >= len(p.s) }
 
 func (p *scanner) skipWS() {
-	for p.i < len(p.s) {
-		switch p.s[p.i] {
-		case ' ', '\t', '\r', '\n':
-			p.i++
-		default:
-			return
-		}
+	for p.i < len(p.s) && blank[p.s[p.i]] {
+		p.i++
 	}
 }
+
+// blank holds the bytes skipWS skips: blanks and line breaks.
+var blank = [256]bool{' ': true, '\t': true, '\r': true, '\n': true}
 
 // phrase reads the words of a display name (atoms, which include
 // encoded-words, and quoted strings) and the blanks after them. It reports
@@ -147,10 +164,11 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 		c := p.s[p.i]
 		switch {
 		case c == '"':
-			end := closingQuote(p.s, p.i+1)
-			if end < 0 || !plainQuoted(p.s[p.i+1:end]) {
-				// Unterminated, or an address or escape inside: the
-				// full parser and the embedded-address check decide.
+			end := plainQuotedEnd(p.s, p.i+1)
+			if end < 0 {
+				// Unterminated, or an address, an escape or an
+				// encoded-word that may hide one inside: the full
+				// parser and the lenient reader decide.
 				return 0, span{}, false
 			}
 			p.i = end + 1
@@ -159,6 +177,9 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 		case atext[c]:
 			start := p.i
 			p.i = atextEnd(p.s, p.i)
+			if c == '=' && mayHideAddress(p.s[start:p.i]) {
+				return 0, span{}, false
+			}
 			words++
 			last = span{start, p.i}
 		default:
@@ -172,31 +193,112 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 	return words, last, true
 }
 
-// plainQuoted reports whether the content of a quoted string is plain
-// text: no "@" (the embedded-address check must see it), no escape, no
-// control character (net/mail rejects those).
-func plainQuoted(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '@' || c == '\\' || c == 0x7f || c < ' ' && c != '\t' {
-			return false
+// plainQuotedEnd returns the index of the quote that ends the quoted
+// string whose content starts at from, in one pass, or -1 when it is not
+// plain text: unterminated, or holding an "@" (the lenient reader must see
+// it), an escape, a control character (net/mail rejects those), or an
+// encoded-word that may decode to an "@".
+func plainQuotedEnd(s string, from int) int {
+	encoded := false
+	for k := from; k < len(s); k++ {
+		switch quotedClass[s[k]] {
+		case quotedEnd:
+			if encoded && mayHideAddress(s[from:k]) {
+				return -1
+			}
+			return k
+		case quotedBad:
+			return -1
+		case quotedEquals:
+			encoded = encoded || k+1 < len(s) && s[k+1] == '?'
 		}
 	}
-	return true
+	return -1
 }
 
+const (
+	quotedPlain = iota
+	quotedEnd
+	quotedBad
+	quotedEquals
+)
+
+// quotedClass classifies the bytes inside a quoted string for
+// plainQuotedEnd.
+var quotedClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c == '"':
+			t[c] = quotedEnd
+		case c == '=':
+			t[c] = quotedEquals
+		case c == '@' || c == '\\' || c == 0x7f || c < ' ' && c != '\t':
+			t[c] = quotedBad
+		}
+	}
+	return t
+}()
+
 // addrSpecFrom reads "@domain" at the current position, with the local part
-// starting at start, and checks both dot-atoms the way net/mail does.
-func (p *scanner) addrSpecFrom(start int) (string, bool) {
-	local := p.s[start:p.i]
+// (a dot-atom, upper if it holds capitals) starting at start, and checks
+// the domain the way net/mail does.
+func (p *scanner) addrSpecFrom(start int, upper bool) (string, bool) {
+	p.at = p.i - start
 	p.i++ // '@'
-	ds := p.i
-	p.i = atextEnd(p.s, p.i)
-	if !dotAtom(local) || !dotAtom(p.s[ds:p.i]) {
+	end, domainUpper, ok := dotAtomEnd(p.s, p.i)
+	p.i = end
+	if !ok {
 		return "", false
 	}
+	p.lower, p.domainUpper = !upper && !domainUpper, domainUpper
 	return p.s[start:p.i], true
 }
+
+// dotAtomEnd reads an ASCII dot-atom from i in one pass: it returns where
+// the run of atext and dots ends, whether it holds capital letters, and
+// whether it is a valid dot-atom (not empty, no leading, trailing or
+// double dot).
+func dotAtomEnd(s string, i int) (end int, upper, ok bool) {
+	start, dot := i, true // a leading dot is invalid
+	for ; i < len(s); i++ {
+		switch atomClass[s[i]] {
+		case classAtext:
+			dot = false
+		case classDot:
+			if dot {
+				return i, upper, false
+			}
+			dot = true
+		case classUpper:
+			upper, dot = true, false
+		default:
+			return i, upper, i > start && !dot
+		}
+	}
+	return i, upper, i > start && !dot
+}
+
+const (
+	classNone  = iota // not ASCII atext
+	classAtext        // atext other than a capital
+	classUpper        // A to Z
+	classDot          // '.'
+)
+
+// atomClass classifies the bytes of ASCII dot-atoms for dotAtomEnd.
+var atomClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c == '.':
+			t[c] = classDot
+		case 'A' <= c && c <= 'Z':
+			t[c] = classUpper
+		case c < 0x80 && isAtextByte(byte(c), false):
+			t[c] = classAtext
+		}
+	}
+	return t
+}()
 
 // atextEnd returns the end of the run of atext characters and dots that
 // starts at i.
@@ -207,18 +309,91 @@ func atextEnd(s string, i int) int {
 	return i
 }
 
-// dotAtom reports whether s is a non-empty dot-atom: no leading, trailing
-// or double dot.
-func dotAtom(s string) bool {
-	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if s[i] == '.' && s[i-1] == '.' {
+// mayHideAddress reports whether s holds an encoded-word that may decode to
+// text with an "@" (a client shows the decoded text), as far as a look
+// without decoding can tell: Q-encoded "@" or "=40", B-encoded text whose
+// bytes hold an "@", or a charset in which ASCII is not itself.
+func mayHideAddress(s string) bool {
+	for {
+		i := strings.Index(s, "=?")
+		if i < 0 {
 			return false
 		}
+		s = s[i+2:]
+		cs, rest, ok1 := strings.Cut(s, "?")
+		enc, rest, ok2 := strings.Cut(rest, "?")
+		text, rest, ok3 := strings.Cut(rest, "?=")
+		if !ok1 || !ok2 || !ok3 {
+			return false
+		}
+		s = rest
+		if !asciiCompatible(cs) {
+			return true
+		}
+		switch enc {
+		case "Q", "q":
+			if strings.Contains(text, "@") || strings.Contains(text, "=40") {
+				return true
+			}
+		case "B", "b":
+			var buf [192]byte
+			if len(text) > 256 {
+				return true
+			}
+			var src [256]byte
+			n, err := base64.StdEncoding.Decode(buf[:], src[:copy(src[:], text)])
+			if err == nil && hasASCIIAt(cs, buf[:n]) {
+				return true
+			}
+		}
 	}
-	return true
+}
+
+// hasASCIIAt reports whether text in charset cs holds the character "@":
+// a byte 0x40 that is not part of a two-byte Japanese character (in
+// ISO-2022-JP's two-byte runs, and as the second byte of Shift_JIS
+// characters, it is not "@"). Names in these charsets are the common case
+// in Japanese mail and stay on the fast path.
+func hasASCIIAt(cs string, text []byte) bool {
+	switch strings.ToLower(cs) {
+	case "iso-2022-jp":
+		twoByte := false
+		for i := 0; i < len(text); i++ {
+			switch {
+			case text[i] == 0x1b && i+2 < len(text):
+				twoByte = text[i+1] == '$'
+				i += 2
+			case text[i] == '@' && !twoByte:
+				return true
+			}
+		}
+		return false
+	case "shift_jis", "cp932", "windows-31j":
+		for i := 0; i < len(text); i++ {
+			switch c := text[i]; {
+			case 0x81 <= c && c <= 0x9f || 0xe0 <= c && c <= 0xfc:
+				i++ // the second byte may be 0x40
+			case c == '@':
+				return true
+			}
+		}
+		return false
+	}
+	return bytes.IndexByte(text, '@') >= 0
+}
+
+// asciiCompatible reports whether ASCII bytes mean ASCII in a charset that
+// Japanese and Western mail uses (ISO-2022-JP only outside its two-byte
+// runs, where a byte 0x40 makes mayHideAddress say yes, to be safe).
+func asciiCompatible(cs string) bool {
+	if i := strings.IndexByte(cs, '*'); i >= 0 {
+		cs = cs[:i] // RFC 2231 language
+	}
+	switch strings.ToLower(cs) {
+	case "utf-8", "us-ascii", "iso-2022-jp", "shift_jis", "euc-jp", "cp932", "windows-31j":
+		return true
+	}
+	return false
 }
 
 // atext holds isAtextByte(c, true) for every byte, for the hot loops.

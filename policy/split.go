@@ -28,7 +28,7 @@ func (v *visible) split(d Decision, s Settings, rcpts []string) Decision {
 	var copies []Copy
 	for _, r := range rcpts {
 		r = strings.TrimSuffix(strings.TrimPrefix(r, "<"), ">")
-		k := Address{Addr: r, Domain: addrDomain(r)}.key()
+		k := (&Address{Addr: r, Domain: addrDomain(r)}).key()
 		if i, ok := byKey[k]; ok {
 			if i >= 0 {
 				copies[i].Rcpts = append(copies[i].Rcpts, r)
@@ -76,17 +76,18 @@ func (v *visible) split(d Decision, s Settings, rcpts []string) Decision {
 // display names where the field parsed strictly, and the value of the To
 // addresses that stay visible ("" for none).
 func (v *visible) movedTo(s Settings) (map[string]Address, string) {
-	kept, _ := v.remaining(&v.to, s)
+	to := &v.main.to
+	kept, _ := v.remaining(to, s)
 	strict := true
-	for _, f := range v.to.fields {
+	for _, f := range to.fields {
 		strict = strict && f.Mode == ParsedStrict
 	}
 	var names map[string]string
 	if strict {
-		names = v.to.displayNames()
+		names = to.displayNames()
 	}
-	moved := make(map[string]Address, len(v.to.addrs))
-	for _, a := range v.to.addrs {
+	moved := make(map[string]Address, len(to.addrs))
+	for _, a := range to.addrs {
 		if kept != "" && a.Internal {
 			continue
 		}

@@ -141,7 +141,7 @@ func TestSplitDryRunCountsCopies(t *testing.T) {
 
 func TestSplitParseErrorsHide(t *testing.T) {
 	// Unreadable To under on_parse_error: hide means hide, not split.
-	h := hdr("To", "undisclosed;;; garbage <<<")
+	h := hdr("To", "<@>, <>")
 	d := Decide(splitConfig(t, nil), Message{Sender: "staff@city.example.jp", Header: h, Recipients: []string{"a@ext.example"}})
 	if d.Action != Convert || d.Delivery != DeliveryHide || d.Copies != nil || !strings.Contains(d.Reason, "not split") {
 		t.Errorf("unreadable: %+v", d)

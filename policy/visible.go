@@ -8,29 +8,88 @@ import (
 	"github.com/emersion/go-message/mail"
 )
 
+// tally counts the distinct addresses of a visible list.
+type tally struct {
+	total, external int
+	// orgs counts organizations (count: domains): distinct domains, the
+	// organization's own addresses all counting as one. Only counted when
+	// asked for.
+	orgs int
+	seen dedupe
+	// orgSeen holds the external domains counted (allocated only for
+	// count: domains); ownOrg is set once an internal address was.
+	orgSeen *dedupe
+	ownOrg  bool
+}
+
+// add counts a if its key k is new, and reports whether it was.
+func (t *tally) add(k string, a *Address, orgs bool) bool {
+	if !t.seen.add(k) {
+		return false
+	}
+	t.total++
+	if !a.Internal {
+		t.external++
+	}
+	if orgs {
+		switch {
+		case a.Internal:
+			if !t.ownOrg {
+				t.ownOrg = true
+				t.orgs++
+			}
+		default:
+			if t.orgSeen == nil {
+				t.orgSeen = &dedupe{}
+			}
+			if t.orgSeen.add(orgDomain(*a)) {
+				t.orgs++
+			}
+		}
+	}
+	return true
+}
+
 // fieldSet is the parsed content of all fields with one name.
 type fieldSet struct {
+	name   string
 	fields []FieldAddresses
 	values []string
 	// addrs are the distinct addresses in order of appearance.
-	addrs           []Address
-	total, external int
-	seen            dedupe
+	addrs []Address
+	tally
 }
 
-// visible is what recipients see: the To and Cc fields, read.
-type visible struct {
+// lists are the To and Cc fields, or the Resent-To and Resent-Cc fields.
+type lists struct {
 	to, cc fieldSet
-	// combinedTotal and combinedExternal count To and Cc as one list
-	// (convert_cc); only set when Cc is read.
-	combinedTotal, combinedExternal int
-	from                            []Field
+	// combined counts To and Cc as one list; only with convert_cc.
+	combined *tally
+}
+
+func newLists(to, cc string) *lists {
+	l := &lists{}
+	l.to.name, l.cc.name = to, cc
+	return l
+}
+
+// noResent stands for the resent lists of a message without any.
+var noResent = newLists("Resent-To", "Resent-Cc")
+
+// visible is what recipients see: the To and Resent-To fields, and Cc and
+// Resent-Cc when the rule reads them.
+type visible struct {
+	main lists
+	// resent is noResent until a Resent-To or Resent-Cc field is read,
+	// which is rare: redirected mail.
+	resent *lists
+	from   []Field
 }
 
 func (v *visible) problem() ParseProblem {
 	p := ParseOK
-	for _, fs := range [][]FieldAddresses{v.to.fields, v.cc.fields} {
-		for _, f := range fs {
+	for _, fs := range []*fieldSet{&v.main.to, &v.main.cc, &v.resent.to, &v.resent.cc} {
+		for _, f := range fs.fields {
 			switch f.Mode {
 			case ParseFailed:
 				return ParseUnreadable
@@ -42,23 +101,53 @@ func (v *visible) problem() ParseProblem {
 	return p
 }
 
-// readVisible reads the To fields (and Cc with withCc) and keeps From for
-// replacement: sender. With parse false it only lists the fields, unread
-// (ParseFailed), so that a conversion can still replace every one: that is
-// what happens to fields over the size limits.
-func readVisible(cfg *Config, h []Field, withCc, parse bool) *visible {
-	v := &visible{}
-	var combined dedupe
+// list returns the counts of the To list (with Cc under convert_cc) or of
+// the resent list (Resent-To, with Resent-Cc).
+func (v *visible) list(resent, withCc bool) *tally {
+	l := &v.main
+	if resent {
+		l = v.resent
+	}
+	if withCc && l.combined != nil {
+		return l.combined
+	}
+	return &l.to.tally
+}
+
+// readVisible reads the To and Resent-To fields (and Cc and Resent-Cc with
+// withCc) and keeps From for replacement: sender. With parse false it only
+// lists the fields, unread (ParseFailed), so that a conversion can still
+// replace every one: that is what happens to fields over the size limits.
+// With orgs it also counts organizations (count: domains).
+func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
+	v := &visible{resent: noResent}
+	v.main.to.name, v.main.cc.name = "To", "Cc"
+	if withCc {
+		v.main.combined = &tally{}
+	}
+	lastDomain, lastInternal := "\x00", false
 	for _, f := range h {
 		var fs *fieldSet
+		var combined *tally
 		switch {
 		case strings.EqualFold(f.Name, "To"):
-			fs = &v.to
+			fs, combined = &v.main.to, v.main.combined
 		case withCc && strings.EqualFold(f.Name, "Cc"):
-			fs = &v.cc
+			fs, combined = &v.main.cc, v.main.combined
 		case strings.EqualFold(f.Name, "From"):
 			v.from = append(v.from, f)
 			continue
+		case strings.EqualFold(f.Name, "Resent-To"), withCc && strings.EqualFold(f.Name, "Resent-Cc"):
+			if v.resent == noResent {
+				v.resent = newLists("Resent-To", "Resent-Cc")
+				if withCc {
+					v.resent.combined = &tally{}
+				}
+			}
+			fs, combined = &v.resent.to, v.resent.combined
+			if isCcName(f.Name) {
+				fs = &v.resent.cc
+			}
 		default:
 			continue
 		}
@@ -69,47 +158,101 @@ func readVisible(cfg *Config, h []Field, withCc, parse bool) *visible {
 		pa := ParseAddressField(f.Value)
 		fs.fields = append(fs.fields, pa)
 		fs.values = append(fs.values, f.Value)
-		if fs.addrs == nil {
-			// The first field's slice is compacted in place: distinct
-			// addresses are written at or before the index being read.
+		// The first field's slice is compacted in place: distinct
+		// addresses are written at or before the index being read, and
+		// not moved at all while there is no repeat.
+		inPlace := fs.addrs == nil
+		if inPlace {
 			fs.addrs = pa.Addrs[:0]
 		}
 		fs.seen.hint += len(pa.Addrs)
-		combined.hint += len(pa.Addrs)
-		for _, a := range pa.Addrs {
+		if withCc {
+			combined.seen.hint += len(pa.Addrs)
+		}
+		for i := range pa.Addrs {
+			a := &pa.Addrs[i]
 			k := a.key()
-			a.Internal = cfg.Internal.Contains(a.Domain)
-			if withCc && combined.add(k) {
-				v.combinedTotal++
-				if !a.Internal {
-					v.combinedExternal++
-				}
+			// Lists repeat domains: classify each run of one domain once.
+			if a.Domain != lastDomain || a.Domain == "" {
+				lastDomain, lastInternal = a.Domain, a.Domain == "" || cfg.Internal.Contains(a.Domain)
+			}
+			a.Internal = lastInternal && (a.Domain == "" || routedDomain(a.Addr) == "" || cfg.internal(a))
+			if withCc {
+				combined.add(k, a, orgs)
 			}
 			// To and Cc de-duplicate separately: the same address may be
 			// visible in both.
-			if !fs.seen.add(k) {
+			if !fs.add(k, a, orgs) {
 				continue
 			}
-			fs.addrs = append(fs.addrs, a)
-			fs.total++
-			if !a.Internal {
-				fs.external++
+			if n := len(fs.addrs); inPlace && n == i {
+				fs.addrs = fs.addrs[:n+1]
+			} else {
+				fs.addrs = append(fs.addrs, *a)
 			}
 		}
 	}
 	return v
 }
 
+// internal reports whether a is one of the organization's own addresses.
+// A bare name (no domain) is: Postfix qualifies it with $myorigin. An
+// address whose local part routes it elsewhere (`x%ext.example@city`,
+// `ext.example!x@city`) is internal only if that domain is too: Postfix
+// may send it there.
+func (c *Config) internal(a *Address) bool {
+	if a.Domain == "" {
+		return true
+	}
+	if !c.Internal.Contains(a.Domain) {
+		return false
+	}
+	if r := routedDomain(a.Addr); r != "" {
+		return c.Internal.Contains(r)
+	}
+	return true
+}
+
+// routedDomain returns the normalized domain that the local part of addr
+// routes to (the last "%" part, or the first "!" part), or "".
+func routedDomain(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return ""
+	}
+	local := addr[:at]
+	if i := strings.LastIndexByte(local, '%'); i >= 0 {
+		return normalizedOrRaw(strings.Trim(local[i+1:], `"`))
+	}
+	if i := strings.IndexByte(local, '!'); i >= 0 {
+		return normalizedOrRaw(strings.Trim(local[:i], `"`))
+	}
+	return ""
+}
+
+// orgDomain is the organization an external address belongs to: its
+// domain, or the one its local part routes to.
+func orgDomain(a Address) string {
+	if r := routedDomain(a.Addr); r != "" {
+		return r
+	}
+	return a.Domain
+}
+
 // dedupe is a set of address keys: a short list for the usual handful of
-// addresses, a map once there are many, so that the cost stays linear.
+// addresses, a hash set once there are many, so that the cost stays linear.
 type dedupe struct {
 	arr   [8]string
 	small []string
-	// m holds 64-bit hashes of the keys once there are many: cheaper than
-	// strings, and a collision among a few thousand keys (probability
-	// about n²/2⁶⁵) would only under-count one address.
-	m map[uint64]struct{}
-	// hint is how many keys may come, to size the map once.
+	// table holds 64-bit keyed hashes of the keys once there are many, by
+	// open addressing (linear probing, at most half full, 0 = free):
+	// cheaper than a map and free of pointers for the garbage collector.
+	// A collision among a few thousand keys (probability about n²/2⁶⁵)
+	// would only under-count one address, and the seed is secret, so no
+	// sender can aim for one.
+	table []uint64
+	n     int
+	// hint is how many keys may come, to size the table once.
 	hint int
 }
 
@@ -118,13 +261,8 @@ var dedupeSeed = maphash.MakeSeed()
 
 // add reports whether k was new.
 func (d *dedupe) add(k string) bool {
-	if d.m != nil {
-		h := maphash.String(dedupeSeed, k)
-		if _, ok := d.m[h]; ok {
-			return false
-		}
-		d.m[h] = struct{}{}
-		return true
+	if d.table != nil {
+		return d.addHash(maphash.String(dedupeSeed, k))
 	}
 	for _, s := range d.small {
 		if s == k {
@@ -138,33 +276,60 @@ func (d *dedupe) add(k string) bool {
 		d.small = append(d.small, k)
 		return true
 	}
-	d.m = make(map[uint64]struct{}, max(d.hint, 4*len(d.arr)))
-	for _, s := range d.small {
-		d.m[maphash.String(dedupeSeed, s)] = struct{}{}
+	size := 64
+	for size < 2*d.hint {
+		size <<= 1
 	}
-	d.m[maphash.String(dedupeSeed, k)] = struct{}{}
-	return true
+	d.table = make([]uint64, size)
+	for _, s := range d.small {
+		d.addHash(maphash.String(dedupeSeed, s))
+	}
+	return d.addHash(maphash.String(dedupeSeed, k))
 }
 
-// convert fills in the edits of a conversion.
-func (v *visible) convert(d Decision, s Settings, h []Field) Decision {
-	var edits []Edit
-	toValue, toMoved := v.remaining(&v.to, s)
-	d.Moved = toMoved
-	if toValue == "" {
-		toValue = v.replacementValue(s.Replacement)
+// addHash adds a hash to the table and reports whether it was new.
+func (d *dedupe) addHash(h uint64) bool {
+	if h == 0 {
+		h = 1 // 0 marks a free slot
 	}
-	edits = append(edits, Edit{Op: EditChange, Name: "To", Index: 1, Value: toValue})
-	edits = append(edits, deleteRest("To", len(v.to.fields), 2)...)
-	if s.ConvertCc && len(v.cc.fields) > 0 {
-		ccValue, ccMoved := v.remaining(&v.cc, s)
-		d.Moved += ccMoved
-		first := 1
-		if ccValue != "" {
-			edits = append(edits, Edit{Op: EditChange, Name: "Cc", Index: 1, Value: ccValue})
-			first = 2
+	if 2*(d.n+1) > len(d.table) {
+		old := d.table
+		d.table, d.n = make([]uint64, 2*len(old)), 0
+		for _, o := range old {
+			if o != 0 {
+				d.addHash(o)
+			}
 		}
-		edits = append(edits, deleteRest("Cc", len(v.cc.fields), first)...)
+	}
+	mask := uint64(len(d.table) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch d.table[i] {
+		case 0:
+			d.table[i] = h
+			d.n++
+			return true
+		case h:
+			return false
+		}
+	}
+}
+
+// convert fills in the edits of a conversion: of the To list (To, and Cc
+// with convert_cc) when main is set, of the resent list (Resent-To, and
+// Resent-Cc with convert_cc) when resent is.
+func (v *visible) convert(d Decision, s Settings, main, resent bool) Decision {
+	var edits []Edit
+	if main {
+		edits = v.convertFields(edits, &d, &v.main.to, s, true)
+		if s.ConvertCc {
+			edits = v.convertFields(edits, &d, &v.main.cc, s, false)
+		}
+	}
+	if resent {
+		edits = v.convertFields(edits, &d, &v.resent.to, s, len(v.resent.to.fields) > 0)
+		if s.ConvertCc {
+			edits = v.convertFields(edits, &d, &v.resent.cc, s, false)
+		}
 	}
 	d.Delivery = DeliveryHide
 	if s.DryRun {
@@ -178,6 +343,26 @@ func (v *visible) convert(d Decision, s Settings, h []Field) Decision {
 	return d
 }
 
+// convertFields appends the edits that convert the fields of fs: the
+// first keeps what remains, or the replacement when replace is set (To
+// and Resent-To), or goes; the others go.
+func (v *visible) convertFields(edits []Edit, d *Decision, fs *fieldSet, s Settings, replace bool) []Edit {
+	if !replace && len(fs.fields) == 0 {
+		return edits
+	}
+	value, moved := v.remaining(fs, s)
+	d.Moved += moved
+	if value == "" && replace {
+		value = v.replacementValue(s.Replacement)
+	}
+	first := 1
+	if value != "" {
+		edits = append(edits, Edit{Op: EditChange, Name: fs.name, Index: 1, Value: value})
+		first = 2
+	}
+	return append(edits, deleteRest(fs.name, len(fs.fields), first)...)
+}
+
 // displayNames decodes the display names of a field set's addresses with
 // the full parser (the fast scanner does not decode them), keyed like
 // Address.key. Only the rare paths that write addresses back need them.
@@ -189,7 +374,8 @@ func (fs *fieldSet) displayNames() map[string]string {
 			continue
 		}
 		for _, a := range list {
-			names[Address{Addr: a.Address, Domain: addrDomain(a.Address)}.key()] = a.Name
+			k := Address{Addr: a.Address, Domain: addrDomain(a.Address)}
+			names[k.key()] = a.Name
 		}
 	}
 	return names
@@ -260,6 +446,9 @@ func (v *visible) replacementValue(r Replacement) string {
 
 func stampValue(d Decision) string {
 	s := fmt.Sprintf("converted; to=%d external=%d moved=%d", d.ToTotal, d.ToExternal, d.Moved)
+	if d.ResentTotal > 0 {
+		s += fmt.Sprintf(" resent_to=%d resent_external=%d", d.ResentTotal, d.ResentExternal)
+	}
 	if d.Settings.ConvertCc {
 		s += fmt.Sprintf(" cc=%d cc_external=%d", d.CcTotal, d.CcExternal)
 	}

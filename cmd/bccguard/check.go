@@ -180,16 +180,61 @@ func envelopeSender(h []policy.Field) (string, string) {
 		if !strings.EqualFold(f.Name, "Return-Path") {
 			continue
 		}
-		v := strings.TrimSpace(f.Value)
-		if v == "<>" {
-			return "", sourceReturnPath
-		}
-		if pa := policy.ParseAddressField(v); len(pa.Addrs) > 0 {
-			return pa.Addrs[0].Addr, sourceReturnPath
-		}
-		return strings.TrimSuffix(strings.TrimPrefix(v, "<"), ">"), sourceReturnPath
+		// The first field is the newest (a delivery agent adds it on top).
+		return returnPath(f.Value), sourceReturnPath
 	}
 	return firstAddress(h, "From"), sourceFrom
+}
+
+// returnPath reads the address of a Return-Path value: "<>" is the null
+// sender, also when written "< >", folded, or followed by a comment
+// ("<>  (bounce)"), as RFC 5322's CFWS allows.
+func returnPath(value string) string {
+	v := stripComments(value)
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		if j := strings.LastIndexByte(v, '>'); j > i {
+			v = v[i+1 : j]
+		}
+	}
+	v = strings.Join(strings.Fields(v), "")
+	if v == "" {
+		return ""
+	}
+	if pa := policy.ParseAddressField("<" + v + ">"); len(pa.Addrs) > 0 {
+		return pa.Addrs[0].Addr
+	}
+	return v
+}
+
+// stripComments removes RFC 5322 comments (nested, with quoted pairs)
+// outside quoted strings.
+func stripComments(s string) string {
+	var b strings.Builder
+	depth, quoted := 0, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && (quoted || depth > 0) && i+1 < len(s):
+			if depth == 0 {
+				b.WriteByte(c)
+				b.WriteByte(s[i+1])
+			}
+			i++
+			continue
+		case depth == 0 && c == '"':
+			quoted = !quoted
+		case !quoted && c == '(':
+			depth++
+			continue
+		case !quoted && depth > 0 && c == ')':
+			depth--
+			continue
+		}
+		if depth == 0 {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 func firstAddress(h []policy.Field, name string) string {
@@ -210,6 +255,9 @@ func envelopeRecipients(h []policy.Field) []string {
 		switch strings.ToLower(f.Name) {
 		case "to", "cc", "bcc":
 			for _, a := range policy.ParseAddressField(f.Value).Addrs {
+				if a.Domain == "" {
+					continue // a bare name: Postfix would add $myorigin
+				}
 				if k := strings.ToLower(a.Addr); !seen[k] {
 					seen[k] = true
 					out = append(out, a.Addr)

@@ -189,6 +189,26 @@ func TestCheckReadsReturnPath(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r.Sender != "" || r.SenderSource != "Return-Path" || r.Action != "pass" {
 		t.Fatalf("exit %d, %v: %+v", code, err, r)
 	}
+	// The null sender with a comment, blanks inside the brackets, or
+	// folded: still the null sender, never ">  (bounce)".
+	for _, rp := range []string{"<>  (bounce)", "< >", "<\r\n >", "(mailer-daemon) <> (x)"} {
+		code, out, _ = runCmd(t, "Return-Path: "+rp+"\r\n"+twoExternal, "check", "-c", cfg, "--json", "-")
+		var r checkResult
+		if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r.Sender != "" || r.SenderSource != "Return-Path" || r.Action != "pass" {
+			t.Fatalf("Return-Path %q: exit %d, %v: %+v", rp, code, err, r)
+		}
+	}
+	// A folded address with a comment.
+	code, out, _ = runCmd(t, "Return-Path:\r\n <root@vm> (local)\r\n"+twoExternal, "check", "-c", cfg, "-")
+	if code != 0 || !strings.Contains(out, "sender:     root@vm (from Return-Path") {
+		t.Fatalf("folded: exit %d:\n%s", code, out)
+	}
+	// Several fields (a message delivered, forwarded, delivered again):
+	// the first is the newest.
+	code, out, _ = runCmd(t, "Return-Path: <root@vm>\r\nReturn-Path: <staff@city.example.jp>\r\n"+twoExternal, "check", "-c", cfg, "-")
+	if code != 0 || !strings.Contains(out, "sender:     root@vm (from Return-Path") {
+		t.Fatalf("two fields: exit %d:\n%s", code, out)
+	}
 	// Without either, From is used, and the output says so.
 	code, out, _ = runCmd(t, twoExternal, "check", "-c", cfg, "-")
 	if code != 0 || !strings.Contains(out, "(from the From field, not the envelope: see --from; rule: internal_domains)") {
