@@ -42,6 +42,12 @@ func (v *visible) split(d Decision, s Settings, rcpts []string) Decision {
 		}
 		byKey[k] = len(copies)
 		to := formatAddress(a)
+		if !writesBack(to, k) {
+			// A hostile address ("x@[,]") that would read back as
+			// something else: showing it alone cannot be promised.
+			d.Reason += "; split: a recipient's address does not read back as itself, so hide"
+			return d
+		}
 		if kept != "" {
 			to += ",\r\n " + kept
 		}
@@ -96,6 +102,13 @@ func (v *visible) movedTo(s Settings) (map[string]Address, string) {
 		moved[k] = a
 	}
 	return moved, kept
+}
+
+// writesBack reports whether a written address reads back as exactly the
+// one address with key k.
+func writesBack(value, k string) bool {
+	pa := ParseAddressField(value)
+	return len(pa.Addrs) == 1 && pa.Addrs[0].key() == k
 }
 
 // withStamp copies edits, with the stamp header's value replaced.

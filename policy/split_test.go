@@ -179,3 +179,13 @@ func TestSplitPerDomainAndUsesSplit(t *testing.T) {
 		t.Errorf("%+v", d)
 	}
 }
+
+// TestSplitHostileAddressHides: an address that would not read back as
+// itself (the fuzzer's "0@[,]") is never shown alone in a copy: hide.
+func TestSplitHostileAddressHides(t *testing.T) {
+	h := hdr("To", "0@[,], b@ext.example")
+	d := Decide(splitConfig(t, nil), Message{Sender: "staff@city.example.jp", Header: h, Recipients: []string{"0@[,]", "b@ext.example"}})
+	if d.Action != Convert || d.Delivery != DeliveryHide || d.Copies != nil || !strings.Contains(d.Reason, "does not read back") {
+		t.Errorf("%+v", d)
+	}
+}
