@@ -35,88 +35,34 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 die() { echo "split.sh: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (postfix start)"
 if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null; then die "needs Debian's postfix package"; fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || shuf -i 20000-60000 -n 1; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; die "nothing listens on 127.0.0.1:$1"; }
-
 PF=$(mktemp -d "$WORK/split.XXXXXX")
 chmod 755 "$WORK" "$PF"
-CONF=$PF/etc QUEUE=$PF/queue DATA=$PF/data STATE=$PF/state
-mkdir -m 755 "$CONF" "$QUEUE" "$STATE"
-mkdir -m 700 "$DATA"
-chown "$(postconf -h mail_owner)" "$DATA"
+# shellcheck source=deploy/bench/pflib.sh
+. "$(dirname "$0")/pflib.sh"
+STATE=$PF/state
+mkdir -m 755 "$STATE"
 SMTP_PORT=$(free_port) REINJECT_PORT=$(free_port) SINK_PORT=$(free_port) MILTER_PORT=$(free_port)
 DUMP=$(mktemp -d "${BENCH_SHM:-/dev/shm}/bccguard-split.XXXXXX" 2>/dev/null || mktemp -d "$PF/dump.XXXXXX")
 chown nobody "$DUMP"
 
-# The lock and parameter e2e tests and postfix.sh share (see postfix.sh).
-LOCK=/etc/postfix/.postfixtest.lock
-alt_dirs() { # add|remove DIR
-	(
-		flock 9
-		local cur new
-		cur=$(postconf -h alternate_config_directories | sed 's/[, ][, ]*/\n/g' | grep -v '^$' || true)
-		if [ "$1" = add ]; then new=$(printf '%s\n%s\n' "$cur" "$2" | grep -v '^$' | sort -u)
-		else new=$(printf '%s\n' "$cur" | grep -v -x -F "$2" | grep -v '^$' || true); fi
-		if [ -n "$new" ]; then postconf -e "alternate_config_directories = $(echo "$new" | paste -sd, - | sed 's/,/, /g')"
-		else postconf -X alternate_config_directories; fi
-	) 9>"$LOCK"
-}
 SINK_PID='' BCC_PID=''
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
 	set +e
 	[ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
 	[ -n "$BCC_PID" ] && kill "$BCC_PID" 2>/dev/null
-	if [ -f "$QUEUE/pid/master.pid" ]; then
-		postfix -c "$CONF" abort >/dev/null 2>&1
-		pgid=$(tr -d ' \n' <"$QUEUE/pid/master.pid")
-		for _ in $(seq 100); do pgrep -g "$pgid" >/dev/null 2>&1 || break; sleep 0.1; done
-	fi
-	alt_dirs remove "$CONF"
+	pf_stop
 	wait 2>/dev/null
 	rm -rf "$PF" "$DUMP"
 }
 trap cleanup EXIT
 
-cp /etc/postfix/master.cf "$CONF/master.cf"
-cat >"$CONF/main.cf" <<EOF
-# Private instance of deploy/bench/split.sh; removed when it ends.
-compatibility_level = 3.6
-queue_directory = $QUEUE
-data_directory = $DATA
-maillog_file = $CONF/maillog
-maillog_file_prefixes = $CONF
-myhostname = mx.city.example.jp
-mydomain = city.example.jp
-myorigin = \$mydomain
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-relayhost = [127.0.0.1]:$SINK_PORT
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-alias_maps =
-alias_database =
-biff = no
-milter_default_action = tempfail
-milter_protocol = 6
-smtpd_milters = inet:127.0.0.1:$MILTER_PORT
-EOF
-postconf -c "$CONF" -F '*/*/chroot = n'
-for svc in $(postconf -c "$CONF" -M | awk '$2 == "inet" {print $1}'); do postconf -c "$CONF" -MX "$svc/inet"; done
-postconf -c "$CONF" -Me "127.0.0.1:$SMTP_PORT/inet=127.0.0.1:$SMTP_PORT inet n - n - - smtpd"
+pf_create "$SMTP_PORT" "$SINK_PORT" "inet:127.0.0.1:$MILTER_PORT"
 # The reinjection service exactly as shipped, on its own port.
 entry=$(awk '/^127\.0\.0\.1:10026 inet/ { on = 1 } on && /^[^ #]/ && !/^127\.0\.0\.1:10026/ { on = 0 } on && /^ +-o / { printf " %s %s", $1, $2 }' "$ROOT/deploy/postfix/master.cf")
 [ -n "$entry" ] || die "no reinjection service in deploy/postfix/master.cf"
 postconf -c "$CONF" -Me "127.0.0.1:$REINJECT_PORT/inet=127.0.0.1:$REINJECT_PORT inet n - n - - smtpd$entry"
-if [ -z "$(postconf -c "$CONF" -M postlog/unix-dgram)" ]; then
-	postconf -c "$CONF" -Me "postlog/unix-dgram=postlog unix-dgram n - n - 1 postlogd"
-fi
-alt_dirs add "$CONF"
-postfix -c "$CONF" check
-postfix -c "$CONF" start >/dev/null 2>&1 || { cat "$CONF/maillog" >&2 2>/dev/null; die "postfix start failed"; }
+pf_start
 wait_port "$SMTP_PORT"
 wait_port "$REINJECT_PORT"
 
