@@ -1,61 +1,29 @@
 package milter
 
 import (
-	"io"
-	"net"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
-	"github.com/emersion/go-smtp"
 
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/internal/miltertest"
+	"github.com/bccguard/bccguard/internal/postfixtest"
 	"github.com/bccguard/bccguard/policy"
 )
 
-// copyServer stands in for Postfix's reinjection service: it records the
-// recipient and data of every message it accepts.
-type copyServer struct {
-	addr string
-	mu   sync.Mutex
-	got  map[string]string
-}
-
-type copySession struct {
-	s    *copyServer
-	rcpt string
-}
-
-func (cs *copySession) Mail(string, *smtp.MailOptions) error { return nil }
-func (cs *copySession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	cs.rcpt = to
-	return nil
-}
-func (cs *copySession) Data(r io.Reader) error {
-	b, _ := io.ReadAll(r)
-	cs.s.mu.Lock()
-	cs.s.got[cs.rcpt] = string(b)
-	cs.s.mu.Unlock()
-	return nil
-}
-func (cs *copySession) Reset()        {}
-func (cs *copySession) Logout() error { return nil }
-
-func startCopyServer(t *testing.T) *copyServer {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// copies returns what the stand-in for Postfix's reinjection service
+// received, by recipient.
+func copies(sink *postfixtest.Sink) map[string]string {
+	got := map[string]string{}
+	for _, d := range sink.Deliveries() {
+		for _, r := range d.Rcpts {
+			got[r] = string(d.Data)
+		}
 	}
-	cs := &copyServer{addr: l.Addr().String(), got: map[string]string{}}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &copySession{s: cs}, nil }))
-	srv.Domain = "test.invalid"
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return cs
+	return got
 }
 
 func splitSnapshot(t *testing.T, reinjectAddr string) *config.Config {
@@ -78,10 +46,10 @@ func modStrings(mods []gomilter.ModifyAction) []string {
 // while some rule uses split; a connection opened before keeps its lean
 // protocol and hides instead.
 func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
-	cs := startCopyServer(t)
+	sink := postfixtest.StartSink(t)
 	addr, p, srv := startServer(t, cityPolicy(t, nil))
 	before := miltertest.Dial(t, "tcp", addr)
-	p.Store(splitSnapshot(t, cs.addr))
+	p.Store(splitSnapshot(t, sink.Addr()))
 	after := miltertest.Dial(t, "tcp", addr)
 	if !before.ProtocolOption(gomilter.OptNoBody) || !before.ProtocolOption(gomilter.OptNoRcptTo) || before.ActionOption(gomilter.OptRemoveRcpt) {
 		t.Error("a hide-only connection negotiated split's events")
@@ -93,8 +61,8 @@ func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
 		Header: [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example, B <b@ext.example>"}, {"Subject", "s"}}}
 
 	mods, act := before.Send(t, msg)
-	if act.Type != gomilter.ActionAccept || strings.Contains(strings.Join(modStrings(mods), "\n"), "DelRcpt") || len(cs.got) != 0 {
-		t.Errorf("old connection: %v %q, copies %v", act, modStrings(mods), cs.got)
+	if act.Type != gomilter.ActionAccept || strings.Contains(strings.Join(modStrings(mods), "\n"), "DelRcpt") || len(copies(sink)) != 0 {
+		t.Errorf("old connection: %v %q, copies %v", act, modStrings(mods), copies(sink))
 	}
 
 	mods, act = after.Send(t, msg)
@@ -117,24 +85,23 @@ func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if len(cs.got) != 2 || !strings.Contains(cs.got["b@ext.example"], "\r\nTo: \"B\" <b@ext.example>\r\n") || !strings.HasSuffix(cs.got["a@ext.example"], "\r\n\r\nbody\r\n") {
-		t.Errorf("copies %q", cs.got)
+	handed := copies(sink)
+	if len(handed) != 2 || !strings.Contains(handed["b@ext.example"], "\r\nTo: \"B\" <b@ext.example>\r\n") || !strings.HasSuffix(handed["a@ext.example"], "\r\n\r\nbody\r\n") {
+		t.Errorf("copies %q", handed)
 	}
 }
 
 func TestSplitDiscardsAnEmptyOriginal(t *testing.T) {
-	cs := startCopyServer(t)
+	sink := postfixtest.StartSink(t)
 	addr, p, _ := startServer(t, cityPolicy(t, nil))
-	p.Store(splitSnapshot(t, cs.addr))
+	p.Store(splitSnapshot(t, sink.Addr()))
 	s := miltertest.Dial(t, "tcp", addr)
 	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q2", Rcpts: []string{"a@ext.example", "b@ext.example"},
 		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}})
 	if act.Type != gomilter.ActionDiscard {
 		t.Fatalf("action %v, mods %q", act, modStrings(mods))
 	}
-	if len(cs.got) != 2 {
-		t.Errorf("copies %v", cs.got)
+	if got := copies(sink); len(got) != 2 {
+		t.Errorf("copies %v", got)
 	}
 }
