@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/bccguard/bccguard/policy"
 )
 
 // buildSplit validates the split section, and refuses delivery: split
@@ -46,11 +48,11 @@ func (c *Config) buildSplit(file string, raw *rawConfig, bad func(string, string
 // splitRules names the rules that use split, for the error message.
 func (c *Config) splitRules() string {
 	var keys []string
-	if !c.Policy.HasDomains && c.Policy.Default.Delivery == "split" {
+	if !c.Policy.HasDomains && c.Policy.Default.Delivery == policy.DeliverySplit {
 		keys = append(keys, "policy.delivery")
 	}
 	for _, r := range c.Policy.Domains {
-		if r.Enabled && r.Settings.Delivery == "split" {
+		if r.Enabled && r.Settings.Delivery == policy.DeliverySplit {
 			keys = append(keys, fmt.Sprintf("domains[%d]", r.Index))
 		}
 	}
