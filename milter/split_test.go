@@ -12,6 +12,7 @@ import (
 	"github.com/bccguard/bccguard/internal/miltertest"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 	"github.com/bccguard/bccguard/policy"
+	"github.com/bccguard/bccguard/split"
 )
 
 // copies returns what the stand-in for Postfix's reinjection service
@@ -103,5 +104,36 @@ func TestSplitDiscardsAnEmptyOriginal(t *testing.T) {
 	}
 	if got := copies(sink); len(got) != 2 {
 		t.Errorf("copies %v", got)
+	}
+}
+
+// TestSplitPrunesOldRecords: the first split on a state directory prunes
+// records older than split.retention; newer ones stay.
+func TestSplitPrunesOldRecords(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	snap := splitSnapshot(t, sink.Addr())
+	st, err := split.OpenStore(snap.Split.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Record(split.Digest{1}, "old@ext.example", "Q", time.Now().Add(-2*time.Hour))
+	st.Record(split.Digest{2}, "new@ext.example", "Q", time.Now())
+	st.Close()
+
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	p.Store(snap)
+	s := miltertest.Dial(t, "tcp", addr)
+	s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q3", Rcpts: []string{"a@ext.example", "b@ext.example"},
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}})
+	srv.splitStores.close() // waits for the prune
+	st, err = split.OpenStore(snap.Split.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	old, _ := st.HandedOver(split.Digest{1})
+	recent, _ := st.HandedOver(split.Digest{2})
+	if len(old) != 0 || len(recent) != 1 || st.Count() != 3 {
+		t.Errorf("after the prune: old %v, recent %v, %d records (want the recent one and this message's two)", old, recent, st.Count())
 	}
 }
