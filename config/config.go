@@ -51,6 +51,8 @@ type Config struct {
 	MetricsListen string
 	// Reinject is where and how copies are handed back to Postfix.
 	Reinject Reinject
+	// Split bounds and records delivery: split.
+	Split Split
 	// Policy is the decision config shared by the daemon and `check`.
 	Policy *policy.Config
 	// Notice is the notice section: how senders are told about a
@@ -70,6 +72,19 @@ type Reinject struct {
 	Address string
 	// Timeout bounds each SMTP command.
 	Timeout time.Duration
+}
+
+// Split holds the limits and the state of delivery: split.
+type Split struct {
+	// MaxRecipients is the most copies of one message; above, hide.
+	MaxRecipients int
+	// MaxMessageBytes is the largest message split; above, hide.
+	MaxMessageBytes int64
+	// StateDir holds the records of copies handed over, and bodies being
+	// split that are too large for memory.
+	StateDir string
+	// Retention is how long records are kept.
+	Retention time.Duration
 }
 
 // Name returns the config file, or "built-in defaults".

@@ -35,6 +35,7 @@ type rawPolicy struct {
 	OnParseError *string `mapstructure:"on_parse_error"`
 	DryRun       *bool   `mapstructure:"dry_run"`
 	StampHeader  *string `mapstructure:"stamp_header"`
+	Delivery     *string `mapstructure:"delivery"`
 
 	// Notices to senders (package notice).
 	NotifySender *bool     `mapstructure:"notify_sender"`
@@ -66,6 +67,13 @@ type rawReinject struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 }
 
+type rawSplit struct {
+	MaxRecipients   int           `mapstructure:"max_recipients"`
+	MaxMessageBytes int64         `mapstructure:"max_message_bytes"`
+	StateDir        string        `mapstructure:"state_dir"`
+	Retention       time.Duration `mapstructure:"retention"`
+}
+
 type rawConfig struct {
 	Listen          string        `mapstructure:"listen"`
 	SocketMode      any           `mapstructure:"socket_mode"`
@@ -77,6 +85,7 @@ type rawConfig struct {
 	Audit           rawAudit      `mapstructure:"audit"`
 	MetricsListen   string        `mapstructure:"metrics_listen"`
 	Reinject        rawReinject   `mapstructure:"reinject"`
+	Split           rawSplit      `mapstructure:"split"`
 	InternalDomains []string      `mapstructure:"internal_domains"`
 	Policy          rawPolicy     `mapstructure:"policy"`
 	Domains         []rawDomain   `mapstructure:"domains"`
@@ -90,28 +99,33 @@ type rawConfig struct {
 func defaults() map[string]any {
 	p := policy.DefaultSettings()
 	return map[string]any{
-		"listen":                DefaultListen,
-		"socket_mode":           "0660",
-		"socket_group":          "",
-		"shutdown_timeout":      "10s",
-		"log_level":             "info",
-		"log_format":            "text",
-		"log_output":            "stderr",
-		"audit.recipients":      "domain",
-		"audit.hash_key":        "",
-		"metrics_listen":        "",
-		"reinject.address":      "",
-		"reinject.timeout":      "30s",
-		"internal_domains":      []string{},
-		"exempt_senders":        []string{},
-		"policy.threshold":      p.Threshold,
-		"policy.count":          string(p.Count),
-		"policy.move":           string(p.Move),
-		"policy.convert_cc":     p.ConvertCc,
-		"policy.replacement":    p.Replacement.String(),
-		"policy.on_parse_error": string(p.OnParseError),
-		"policy.dry_run":        p.DryRun,
-		"policy.stamp_header":   p.StampHeader,
+		"listen":                  DefaultListen,
+		"socket_mode":             "0660",
+		"socket_group":            "",
+		"shutdown_timeout":        "10s",
+		"log_level":               "info",
+		"log_format":              "text",
+		"log_output":              "stderr",
+		"audit.recipients":        "domain",
+		"audit.hash_key":          "",
+		"metrics_listen":          "",
+		"reinject.address":        "",
+		"reinject.timeout":        "30s",
+		"split.max_recipients":    100,
+		"split.max_message_bytes": 10 << 20,
+		"split.state_dir":         "/var/lib/bccguard",
+		"split.retention":         "120h",
+		"internal_domains":        []string{},
+		"exempt_senders":          []string{},
+		"policy.threshold":        p.Threshold,
+		"policy.count":            string(p.Count),
+		"policy.move":             string(p.Move),
+		"policy.convert_cc":       p.ConvertCc,
+		"policy.replacement":      p.Replacement.String(),
+		"policy.on_parse_error":   string(p.OnParseError),
+		"policy.dry_run":          p.DryRun,
+		"policy.stamp_header":     p.StampHeader,
+		"policy.delivery":         string(p.Delivery),
 
 		// Notices to senders (package notice).
 		"policy.notify_sender":   p.NotifySender,
@@ -351,6 +365,7 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 			bad("reinject.address", "required: %s.notify_sender is true and notices are handed to Postfix's reinjection service (see docs/install.md)", rule)
 		}
 	}
+	problems = append(problems, c.buildSplit(file, raw, bad)...)
 
 	switch {
 	case hasDomains && len(pc.Domains) == 0 && len(problems) == 0:
@@ -417,6 +432,12 @@ func mergeSettings(base policy.Settings, r rawPolicy, prefix string, bad func(st
 				continue
 			}
 			s.NotifyCopyTo = append(s.NotifyCopyTo, a)
+		}
+	}
+	if r.Delivery != nil {
+		s.Delivery = policy.DeliveryMode(strings.ToLower(*r.Delivery))
+		if s.Delivery != policy.DeliveryHide && s.Delivery != policy.DeliverySplit {
+			bad(prefix+".delivery", "%q is not one of hide, split", *r.Delivery)
 		}
 	}
 	if r.StampHeader != nil {

@@ -46,6 +46,22 @@ func (s *session) notify(queueID string, d policy.Decision, delivery string) str
 	}))
 }
 
+// deliveryOf says how a converted message reached the moved recipients,
+// for the notice: "split" when every copy was handed over (a dry run of a
+// split rule: when copies would be made), "hide" otherwise, also when a
+// split fell back to hiding for some or all recipients.
+func deliveryOf(d policy.Decision, split *splitResult) string {
+	switch {
+	case split != nil && split.audit != nil:
+		if split.audit.Copies > 0 && split.audit.Fallback == "" {
+			return string(policy.DeliverySplit)
+		}
+	case d.DryRun && d.Delivery == policy.DeliverySplit:
+		return string(policy.DeliverySplit)
+	}
+	return string(policy.DeliveryHide)
+}
+
 // Handoff hands notices to Postfix's reinjection service r, which runs no
 // milters: a notice never comes back through bccguard. The envelope
 // sender is null, so that a notice can never bounce back and loop.

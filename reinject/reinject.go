@@ -83,6 +83,12 @@ type Transaction struct {
 	// Message is the whole message, header and body, with CRLF or LF line
 	// endings; dot-stuffing is done here.
 	Message io.Reader
+	// BeforeEnd, when set, is called after the message was written and
+	// before the final dot, the moment from which Postfix may commit it:
+	// a caller can finish other work there (bccguard waits for the
+	// record of the previous copy). An error abandons the transaction
+	// (the connection is dropped, so Postfix discards the message).
+	BeforeEnd func() error
 }
 
 // Result says what became of one Transaction.
@@ -193,18 +199,22 @@ func (c *Client) Send(tx *Transaction) Result {
 		return Result{Err: err}
 	}
 	if err := c.smtp.Mail(tx.Mail.From, mailOptions(tx.Mail)); err != nil {
-		return fail("MAIL FROM:<"+tx.Mail.From+">", err)
+		return fail("MAIL FROM", err)
 	}
 	for _, r := range tx.Rcpts {
 		if err := c.smtp.Rcpt(r.Addr, rcptOptions(r)); err != nil {
-			return fail("RCPT TO:<"+r.Addr+">", err)
+			return fail("RCPT TO", err)
 		}
 	}
 	w, err := c.smtp.Data()
 	if err != nil {
 		return fail("DATA", err)
 	}
-	if _, err := io.Copy(w, tx.Message); err != nil {
+	_, err = io.Copy(w, tx.Message)
+	if err == nil && tx.BeforeEnd != nil {
+		err = tx.BeforeEnd()
+	}
+	if err != nil {
 		// Half a message was sent: the only way out is to drop the
 		// connection, so that Postfix discards it.
 		c.broken = fmt.Errorf("reinject: sending the message: %w", ctxErr(c.ctx, err))

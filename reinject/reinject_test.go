@@ -163,7 +163,7 @@ func TestRefusalsAreReportedAndTheConnectionGoesOn(t *testing.T) {
 		}
 	}
 	var se *smtp.SMTPError
-	if !errors.As(res[1].Err, &se) || se.Code != 550 || !strings.Contains(res[1].Err.Error(), "RCPT TO:<refuse@example.com>") {
+	if !errors.As(res[1].Err, &se) || se.Code != 550 || !strings.Contains(res[1].Err.Error(), "RCPT TO") {
 		t.Errorf("refused RCPT: %v", res[1].Err)
 	}
 	if !errors.As(res[2].Err, &se) || se.Code != 554 || !strings.Contains(res[2].Err.Error(), "end of DATA") {
@@ -265,5 +265,31 @@ func TestUnixSocket(t *testing.T) {
 	}
 	if got := ts.received(); len(got) != 1 || got[0].rcpts[0] != "u@example.com" {
 		t.Errorf("server got %+v", got)
+	}
+}
+
+func TestBeforeEndRunsBeforeTheDotAndCanAbandon(t *testing.T) {
+	ts := startServer(t)
+	var calls []int
+	txs := []Transaction{
+		tx("a@example.org", "Subject: 1\n\none\n", Rcpt{Addr: "one@example.com"}),
+		tx("a@example.org", "Subject: 2\n\ntwo\n", Rcpt{Addr: "two@example.com"}),
+	}
+	txs[0].BeforeEnd = func() error {
+		// The server has not got the message yet.
+		calls = append(calls, len(ts.received()))
+		return nil
+	}
+	txs[1].BeforeEnd = func() error { return errors.New("changed my mind") }
+	res := Send(context.Background(), Options{Address: "inet:" + ts.addr, Timeout: 5 * time.Second}, txs)
+	if !res[0].HandedOver || res[1].HandedOver || !strings.Contains(res[1].Err.Error(), "changed my mind") {
+		t.Fatalf("results %+v", res)
+	}
+	if len(calls) != 1 || calls[0] != 0 {
+		t.Errorf("BeforeEnd saw %v messages received", calls)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := ts.received(); len(got) != 1 {
+		t.Errorf("server kept %d messages, want 1 (the abandoned one discarded)", len(got))
 	}
 }
