@@ -372,3 +372,52 @@ func TestNoticeReinjectionHangs(t *testing.T) {
 		t.Errorf("%d notices logged as dropped, want %d:\n%s", n, len(senders), d.log)
 	}
 }
+
+// TestNoticeAfterSplit: under delivery: split the notice says that each
+// recipient got a copy showing only them, and arrives like any other.
+func TestNoticeAfterSplit(t *testing.T) {
+	cfg := strings.Replace(noticeConfig, "domains:\n", "split:\n  state_dir: "+t.TempDir()+"\ndomains:\n  - domain: split.city.example.jp\n    delivery: split\n", 1)
+	sink, d, pf, metrics := noticeSetup(t, cfg, "")
+	from := "staff5@split.city.example.jp"
+	rcpts := []string{"a@ext.example", "b@other.example"}
+	if err := pf.Send(from, rcpts, staffMessage(from, "個別", "a@ext.example, b@other.example")); err != nil {
+		t.Fatalf("send: %v\n%s", err, d.log)
+	}
+	// One copy per recipient (the original, left with nobody, is
+	// discarded) and the notice.
+	got := sink.WaitFor(t, 3, 30*time.Second)
+	time.Sleep(2 * time.Second)
+	got = sink.Deliveries()
+	var notices, copies []postfixtest.Delivery
+	for _, dl := range got {
+		if isNotice(dl) {
+			notices = append(notices, dl)
+		} else {
+			copies = append(copies, dl)
+		}
+	}
+	if len(notices) != 1 || len(copies) != 2 {
+		t.Fatalf("%d notices and %d copies, want 1 and 2%s", len(notices), len(copies), d.log)
+	}
+	n := notices[0]
+	if n.From != "" || !slices.Equal(sorted(n.Rcpts), []string{"security@city.example.jp", from}) {
+		t.Errorf("notice envelope <%s> %q", n.From, n.Rcpts)
+	}
+	mr, err := mail.CreateReader(bytes.NewReader(n.Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := mr.NextPart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(p.Body)
+	for _, want := range []string{"その方のアドレスだけを宛先に表示したメールを 1 通ずつ送りました", "Each recipient received a copy that shows only their own address"} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("the notice does not say %q:\n%s", want, body)
+		}
+	}
+	if v := metricValue(t, metrics, `bccguard_notices_total{result="sent"}`); v != 1 {
+		t.Errorf("sent = %v", v)
+	}
+}
