@@ -288,29 +288,13 @@ func TestSplitRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	problems := func() map[string]string {
-		t.Helper()
-		_, err := Load(f)
-		var ce *Error
-		if !errors.As(err, &ce) {
-			t.Fatalf("err = %v", err)
-		}
-		got := map[string]string{}
-		for _, p := range ce.Problems {
-			got[p.Key] = p.Msg
-		}
-		return got
-	}
-
-	write("domains:\n  - domain: city.example.jp\n  - domain: kikaku.city.example.jp\n    delivery: split\n" +
-		"split:\n  state_dir: " + filepath.Join(dir, "missing") + "\n")
-	got := problems()
+	got := problems(t, "domains:\n  - domain: city.example.jp\n  - domain: kikaku.city.example.jp\n    delivery: split\n"+
+		"split:\n  state_dir: "+filepath.Join(dir, "missing")+"\n")
 	if !strings.Contains(got["reinject.address"], "domains[1]") || !strings.Contains(got["split.state_dir"], "writable") {
 		t.Errorf("problems %q", got)
 	}
 
-	write("policy:\n  delivery: copy\nsplit:\n  max_recipients: 0\n  max_message_bytes: 10\n  retention: 10m\n  state_dir: relative\ndomains:\n  - domain: a.example\n    delivery: splitt\n")
-	got = problems()
+	got = problems(t, "policy:\n  delivery: copy\nsplit:\n  max_recipients: 0\n  max_message_bytes: 10\n  retention: 10m\n  state_dir: relative\ndomains:\n  - domain: a.example\n    delivery: splitt\n")
 	for _, k := range []string{"policy.delivery", "domains[0].delivery", "split.max_recipients", "split.max_message_bytes", "split.retention", "split.state_dir"} {
 		if got[k] == "" {
 			t.Errorf("no problem for %s in %q", k, got)

@@ -21,7 +21,8 @@ func writeYAML(t *testing.T, dir, body string) string {
 	return f
 }
 
-// problems loads body and returns the problems by key.
+// problems loads body (from a file of its own) and returns the problems
+// by key; the load must fail.
 func problems(t *testing.T, body string) map[string]string {
 	t.Helper()
 	_, err := Load(writeYAML(t, t.TempDir(), body))

@@ -14,6 +14,27 @@ import (
 	"github.com/bccguard/bccguard/policy"
 )
 
+// noticeSnapshot is the config with notices from postmaster, handed to
+// the sink as the reinjection service.
+func noticeSnapshot(cfg *policy.Config, sink *postfixtest.Sink, tmpl *notice.Template, minInterval time.Duration) *config.Config {
+	c := snapshot(cfg)
+	c.Notice = &notice.Settings{From: mail.Address{Address: "postmaster@city.example.jp"}, Template: tmpl, MinInterval: minInterval, Used: true}
+	c.Reinject = config.Reinject{Address: "inet:" + sink.Addr(), Timeout: 5 * time.Second}
+	return c
+}
+
+// drain stops the notifier, waiting for every notice, and returns what
+// the sink received.
+func drain(t *testing.T, n *notice.Notifier, sink *postfixtest.Sink) []postfixtest.Delivery {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Deliveries()
+}
+
 // TestNoticePerMessage: in one milter session, each converted message
 // queues its own notice naming its own fields (nothing carried over from
 // the message before), handed over by SMTP with the null sender; a pass
@@ -23,10 +44,7 @@ func TestNoticePerMessage(t *testing.T) {
 	n := notice.New(notice.Options{})
 	cfg := cityPolicy(t, func(s *policy.Settings) { s.NotifySender = true })
 	addr, p, _ := startServerWith(t, cfg, func(s *Server) { s.SetNotifier(n) })
-	c := snapshot(cfg)
-	c.Notice = &notice.Settings{From: mail.Address{Address: "postmaster@city.example.jp"}, Template: notice.Builtin(), Used: true}
-	c.Reinject = config.Reinject{Address: "inet:" + sink.Addr(), Timeout: 5 * time.Second}
-	p.Store(c)
+	p.Store(noticeSnapshot(cfg, sink, notice.Builtin(), 0))
 
 	s := miltertest.Dial(t, "tcp", addr)
 	two := [2]string{"To", "a@ext.example, b@other.example"}
@@ -38,12 +56,7 @@ func TestNoticePerMessage(t *testing.T) {
 	s.Send(t, miltertest.Message{Sender: "staff2@city.example.jp", QueueID: "Q2", Header: [][2]string{two, {"Subject", "second"}}})
 	s.Send(t, miltertest.Message{Sender: "staff3@city.example.jp", QueueID: "Q3", Header: [][2]string{{"To", "a@ext.example"}, {"Subject", "third"}}})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := n.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got := sink.Deliveries()
+	got := drain(t, n, sink)
 	if len(got) != 2 {
 		t.Fatalf("%d notices, want 2", len(got))
 	}
@@ -80,13 +93,7 @@ func TestNoticeFollowsReload(t *testing.T) {
 	n := notice.New(notice.Options{})
 	cfg := cityPolicy(t, func(s *policy.Settings) { s.NotifySender = true })
 	addr, p, _ := startServerWith(t, cfg, func(s *Server) { s.SetNotifier(n) })
-	snap := func(tmpl *notice.Template) *config.Config {
-		c := snapshot(cfg)
-		c.Notice = &notice.Settings{From: mail.Address{Address: "postmaster@city.example.jp"}, Template: tmpl, MinInterval: time.Hour, Used: true}
-		c.Reinject = config.Reinject{Address: "inet:" + sink.Addr(), Timeout: 5 * time.Second}
-		return c
-	}
-	p.Store(snap(notice.Builtin()))
+	p.Store(noticeSnapshot(cfg, sink, notice.Builtin(), time.Hour))
 	two := [][2]string{{"To", "a@ext.example, b@other.example"}}
 	miltertest.Dial(t, "tcp", addr).Send(t, miltertest.Message{Sender: "staff1@city.example.jp", QueueID: "Q1", Header: two})
 
@@ -94,17 +101,12 @@ func TestNoticeFollowsReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Store(snap(custom))
+	p.Store(noticeSnapshot(cfg, sink, custom, time.Hour))
 	s := miltertest.Dial(t, "tcp", addr)
 	s.Send(t, miltertest.Message{Sender: "STAFF1@city.example.jp", QueueID: "Q2", Header: two})
 	s.Send(t, miltertest.Message{Sender: "staff2@city.example.jp", QueueID: "Q3", Header: two})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := n.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got := sink.Deliveries()
+	got := drain(t, n, sink)
 	if len(got) != 2 {
 		t.Fatalf("%d notices, want 2 (staff1 once, staff2 once)", len(got))
 	}
