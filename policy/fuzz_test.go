@@ -93,6 +93,8 @@ func FuzzDecide(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s, "c@ext.example", uint8(0))
 	}
+	// move: external, with the Resent lists and convert_cc.
+	f.Add("a@city.example.jp, b@ext.example", "c@city.example.jp, d@other.example", uint8(64|16|1))
 	f.Fuzz(func(t *testing.T, to, cc string, mode uint8) {
 		s := DefaultSettings()
 		s.ConvertCc = mode&1 != 0
@@ -104,6 +106,9 @@ func FuzzDecide(f *testing.F) {
 		}
 		if mode&32 != 0 {
 			s.Count = CountDomains
+		}
+		if mode&64 != 0 {
+			s.Move = MoveExternal
 		}
 		cfg := &Config{Internal: DomainSet{{Domain: "city.example.jp"}, {Domain: "city.example.jp", Subdomains: true}}, Default: s}
 		h := []Field{{"From", "staff@city.example.jp"}, {"To", to}, {"Subject", "x"}, {"Cc", cc}}
@@ -130,7 +135,8 @@ func FuzzDecide(f *testing.F) {
 		out := Apply(h, d.Edits)
 		// Each converted list (an edit names its first field) is left
 		// with one field that parses again and holds no address
-		// (move: all), and its Cc goes with convert_cc.
+		// (move: all) or only internal ones (move: external), and its Cc
+		// goes with convert_cc.
 		for _, list := range [][2]string{{"To", "Cc"}, {"Resent-To", "Resent-Cc"}} {
 			converted := false
 			for _, e := range d.Edits {
@@ -145,15 +151,23 @@ func FuzzDecide(f *testing.F) {
 					vs = append(vs, f.Value)
 				}
 				if strings.EqualFold(f.Name, list[1]) && s.ConvertCc {
-					t.Fatalf("%s left with convert_cc: %q", list[1], f.Value)
+					if s.Move != MoveExternal {
+						t.Fatalf("%s left with convert_cc: %q", list[1], f.Value)
+					}
+					if left := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: []Field{{"To", f.Value}}}); left.ToExternal != 0 {
+						t.Fatalf("%s %q keeps an outside address (%s)", list[1], f.Value, left.Reason)
+					}
 				}
 			}
 			if len(vs) != 1 {
 				t.Fatalf("%d %s fields after conversion", len(vs), list[0])
 			}
 			pa := ParseAddressField(vs[0])
-			if pa.Mode != ParsedStrict || len(pa.Addrs) != 0 {
+			if pa.Mode != ParsedStrict || len(pa.Addrs) != 0 && s.Move != MoveExternal {
 				t.Fatalf("rewritten %s %q: %+v", list[0], vs[0], pa)
+			}
+			if left := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: []Field{{list[0], vs[0]}}}); left.ToExternal+left.ResentExternal != 0 {
+				t.Fatalf("rewritten %s %q keeps an outside address (%s)", list[0], vs[0], left.Reason)
 			}
 		}
 		// A converted message does not convert again.

@@ -164,7 +164,7 @@ func nameLocalPart(local string) string {
 	for i > 0 && nameLocal[local[i-1]] {
 		i--
 	}
-	return strings.TrimLeft(local[i:], ".")
+	return strings.TrimLeft(local[i:], ".-")
 }
 
 var nameLocal = func() (t [256]bool) {
@@ -236,16 +236,17 @@ type runeClass int
 
 const (
 	// runeText may be part of a local part or a domain label: letters,
-	// marks, digits and symbols of any script, and bytes that are not
-	// UTF-8 (Shift_JIS, EUC-JP, Latin-1 text).
+	// marks and digits of any script, and bytes that are not UTF-8
+	// (Shift_JIS, EUC-JP, Latin-1 text).
 	runeText runeClass = iota
 	// runeDot is a label dot in a domain: the ideographic full stop 。,
 	// the full-width ．and the half-width ｡, which UTS #46 maps to ".".
 	runeDot
 	// runeBreak ends an address: white space of any kind, punctuation
-	// (Japanese separators 、，､・；), format characters such as the zero
-	// width space, line and paragraph separators. A reader sees the
-	// addresses on either side apart.
+	// (Japanese separators 、，､・；), symbols (☆ →), format characters
+	// such as the zero width space, line and paragraph separators. A
+	// reader sees the addresses on either side apart; no registry allows
+	// these in a domain name.
 	runeBreak
 )
 
@@ -268,7 +269,7 @@ func classOf(r rune, n int) runeClass {
 		return runeText
 	case r == '\u3002' || r == '\uff0e' || r == '\uff61':
 		return runeDot
-	case unicode.IsLetter(r) || unicode.IsMark(r) || unicode.IsNumber(r) || unicode.IsSymbol(r):
+	case unicode.IsLetter(r) || unicode.IsMark(r) || unicode.IsNumber(r):
 		return runeText
 	}
 	return runeBreak
