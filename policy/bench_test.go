@@ -75,3 +75,23 @@ func BenchmarkHostileQuotes(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFallbackEncodedNames reads a field on the fallback path (one
+// entry is broken) whose 64 display names are ISO-2022-JP encoded-words,
+// the usual Japanese names, and one that hides an address: converting a
+// charset costs far more than reading the field, so only the words that
+// may hide an address are converted, once.
+func BenchmarkFallbackEncodedNames(b *testing.B) {
+	var v strings.Builder
+	v.WriteString("<<broken, =?ISO-2022-JP?B?GyRCOzNFRBsoQiBiQGV4dDIuZXhhbXBsZS5vcmc=?= <a@city.example.jp>")
+	for i := 0; i < 64; i++ {
+		fmt.Fprintf(&v, ",\r\n =?ISO-2022-JP?B?GyRCOzNFRCRAGyhC?= <user%d@ext%d.example>", i, i%7)
+	}
+	s := v.String()
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		if pa := ParseAddressField(s); len(pa.Addrs) != 66 {
+			b.Fatal(len(pa.Addrs))
+		}
+	}
+}
