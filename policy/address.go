@@ -15,10 +15,6 @@ import (
 
 // Address is one address found in a header field.
 type Address struct {
-	// Name is the decoded display name, set only by the rare paths that
-	// write addresses back (move: external, replacement: sender); the
-	// readers that count leave it empty.
-	Name string
 	// Addr is the addr-spec as it was found.
 	Addr string
 	// Domain is the normalized domain (see NormalizeDomain), or the

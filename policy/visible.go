@@ -430,10 +430,9 @@ func (v *visible) remaining(fs *fieldSet, s Settings) (string, int) {
 	}
 	names := fs.displayNames()
 	var keep []string
-	for _, a := range fs.addrs {
-		if a.Internal {
-			a.Name = names[a.key()]
-			keep = append(keep, formatAddress(a))
+	for i := range fs.addrs {
+		if a := &fs.addrs[i]; a.Internal {
+			keep = append(keep, formatAddress(names[a.key()], a.Addr))
 		}
 	}
 	return strings.Join(keep, ",\r\n "), fs.total - len(keep)
@@ -442,9 +441,9 @@ func (v *visible) remaining(fs *fieldSet, s Settings) (string, int) {
 // formatAddress writes an address for a re-written field: the bare
 // addr-spec when it has no display name, otherwise the name (RFC 2047
 // encoded when not ASCII) and the address in angle brackets.
-func formatAddress(a Address) string {
-	ma := mail.Address{Name: a.Name, Address: a.Addr}
-	if a.Name == "" {
+func formatAddress(name, addr string) string {
+	ma := mail.Address{Name: name, Address: addr}
+	if name == "" {
 		return strings.Trim(ma.String(), "<>")
 	}
 	return ma.String()
@@ -459,8 +458,7 @@ func (v *visible) replacementValue(r Replacement) string {
 		for _, f := range v.from {
 			list, err := mail.ParseAddressList(unfold(f.Value))
 			if err == nil && len(list) > 0 {
-				a := Address{Name: list[0].Name, Addr: list[0].Address}
-				return formatAddress(a)
+				return formatAddress(list[0].Name, list[0].Address)
 			}
 		}
 	}
