@@ -630,8 +630,23 @@ var wordDecoder = mime.WordDecoder{CharsetReader: func(cs string, r io.Reader) (
 	if strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "us-ascii") {
 		return r, nil
 	}
-	return charset.Reader(cs, r)
+	conv, err := charset.Reader(cs, r)
+	return smallCopy{conv}, err
 }}
+
+// smallCopy lets the word decoder's io.Copy read a converted word without
+// its 32 KiB copy buffer, allocated per word: an encoded-word is at most a
+// few hundred bytes.
+type smallCopy struct{ io.Reader }
+
+func (c smallCopy) WriteTo(w io.Writer) (int64, error) {
+	b, err := io.ReadAll(c.Reader)
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.Write(b)
+	return int64(n), err
+}
 
 // withoutLanguage removes an RFC 2231 language ("*ja") from a charset.
 func withoutLanguage(cs string) string {

@@ -368,7 +368,7 @@ func qDecode(buf []byte, text string) int {
 		switch {
 		case c == '_':
 			c = ' '
-		case c == '=' && i+2 < len(text)+0 && unhex(text[i+1]) >= 0 && unhex(text[i+2]) >= 0:
+		case c == '=' && i+2 < len(text) && unhex(text[i+1]) >= 0 && unhex(text[i+2]) >= 0:
 			c = byte(unhex(text[i+1])<<4 | unhex(text[i+2]))
 			i += 2
 		}
