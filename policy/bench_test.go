@@ -63,6 +63,7 @@ func BenchmarkDecide(b *testing.B) {
 func BenchmarkHostileQuotes(b *testing.B) {
 	for _, shape := range []struct{ name, unit string }{
 		{"quotes", `"\`}, {"comments", "(@"}, {"encoded", "=?a?b?"}, {"ats", "a @"},
+		{"no-break-spaces", "a@b\u00a0"}, {"full-width-ats", "b＠x.example "}, {"named", `"'a@b.example'" `},
 	} {
 		for _, size := range []int{64 << 10, 256 << 10} {
 			v := "a@ext.example, " + strings.Repeat(shape.unit, size/len(shape.unit))

@@ -314,11 +314,6 @@ func labelEnd(s string, i int, names bool) int {
 		if class != runeText || names && i > start && s[start] < 0x80 {
 			break
 		}
-		if names {
-			if r, _ := utf8.DecodeRuneInString(s[i:]); !unicode.IsLetter(r) && !unicode.IsMark(r) && !unicode.IsNumber(r) {
-				break
-			}
-		}
 		i += n
 	}
 	if names {
