@@ -63,6 +63,23 @@ type Record struct {
 	Decision policy.Decision
 	// Duration is the time from end-of-message to the reply.
 	Duration time.Duration
+	// Split is what became of a split; nil when none was attempted.
+	Split *Split
+}
+
+// Split is the outcome of delivery: split for one message.
+type Split struct {
+	// Copies is the number of copies handed over to Postfix, now or on an
+	// earlier attempt of the same message (Before of them).
+	Copies, Before int
+	// Left is the number of envelope recipients left on the original.
+	Left int
+	// Discarded is set when nobody was left and the original was
+	// discarded.
+	Discarded bool
+	// Fallback says why some or all copies were not made ("" when all
+	// were).
+	Fallback string
 }
 
 // Log writes the record: conversions and temporary failures at info,
@@ -74,6 +91,8 @@ func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 	level := slog.LevelInfo
 	switch {
 	case d.Parse == policy.ParseUnreadable || d.Parse == policy.ParseTooLarge:
+		level = slog.LevelWarn
+	case r.Split != nil && r.Split.Fallback != "":
 		level = slog.LevelWarn
 	case d.Action == policy.Pass:
 		level = slog.LevelDebug
@@ -122,6 +141,18 @@ func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 	}
 	if d.Parse != policy.ParseOK {
 		attrs = append(attrs, slog.String("parse", string(d.Parse)))
+	}
+	if d.Delivery != "" {
+		attrs = append(attrs, slog.String("delivery", string(d.Delivery)))
+	}
+	if sp := r.Split; sp != nil {
+		attrs = append(attrs, slog.Int("copies", sp.Copies), slog.Int("copies_before", sp.Before),
+			slog.Int("left_on_original", sp.Left), slog.Bool("original_discarded", sp.Discarded))
+		if sp.Fallback != "" {
+			attrs = append(attrs, slog.String("split_fallback", sp.Fallback))
+		}
+	} else if d.Delivery == policy.DeliverySplit {
+		attrs = append(attrs, slog.Int("copies", len(d.Copies)))
 	}
 	attrs = append(attrs,
 		slog.String("reason", d.Reason),

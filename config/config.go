@@ -48,6 +48,10 @@ type Config struct {
 	// MetricsListen is the HOST:PORT of the metrics and health endpoints;
 	// "" turns them off.
 	MetricsListen string
+	// Reinject is where and how copies are handed back to Postfix.
+	Reinject Reinject
+	// Split bounds and records delivery: split.
+	Split Split
 	// Policy is the decision config shared by the daemon and `check`.
 	Policy *policy.Config
 	// Warnings are problems that do not stop the daemon but that an admin
@@ -55,6 +59,28 @@ type Config struct {
 	Warnings []string
 
 	effective map[string]any
+}
+
+// Reinject says where bccguard hands messages back to Postfix: a smtpd
+// service on loopback that does not run bccguard.
+type Reinject struct {
+	// Address is "inet:HOST:PORT" or "unix:/path"; "" means none.
+	Address string
+	// Timeout bounds each SMTP command.
+	Timeout time.Duration
+}
+
+// Split holds the limits and the state of delivery: split.
+type Split struct {
+	// MaxRecipients is the most copies of one message; above, hide.
+	MaxRecipients int
+	// MaxMessageBytes is the largest message split; above, hide.
+	MaxMessageBytes int64
+	// StateDir holds the records of copies handed over, and bodies being
+	// split that are too large for memory.
+	StateDir string
+	// Retention is how long records are kept.
+	Retention time.Duration
 }
 
 // Name returns the config file, or "built-in defaults".

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bccguard/bccguard/policy"
 )
@@ -232,5 +233,99 @@ func TestCountDomains(t *testing.T) {
 	}
 	if _, err := Load(f); err == nil || !strings.Contains(err.Error(), "policy.count") || !strings.Contains(err.Error(), "all, external, domains") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestReinjectSection(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(f, []byte("reinject:\n  address: inet:127.0.0.1:10026\n  timeout: 1m\n"), 0o600)
+	c, err := Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reinject != (Reinject{Address: "inet:127.0.0.1:10026", Timeout: time.Minute}) {
+		t.Errorf("reinject = %+v", c.Reinject)
+	}
+	if d, err := Load(""); err != nil || d.Reinject != (Reinject{Timeout: 30 * time.Second}) {
+		t.Errorf("default reinject = %+v (%v)", d.Reinject, err)
+	}
+
+	os.WriteFile(f, []byte("reinject:\n  address: 127.0.0.1:10026\n  timeout: 30\n  adress: x\n"), 0o600)
+	_, err = Load(f)
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v", err)
+	}
+	got := map[string]string{}
+	for _, p := range ce.Problems {
+		got[p.Key] = p.Msg
+	}
+	for _, k := range []string{"reinject.address", "reinject.timeout", "reinject.adress"} {
+		if got[k] == "" {
+			t.Errorf("no problem for %s in\n%v", k, err)
+		}
+	}
+
+	t.Setenv("BCCGUARD_REINJECT_ADDRESS", "unix:/run/reinject.sock")
+	if c, err := Load(""); err != nil || c.Reinject.Address != "unix:/run/reinject.sock" {
+		t.Errorf("from the environment: %+v (%v)", c, err)
+	}
+}
+
+func TestSplitRefusals(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "c.yaml")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(f, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	problems := func() map[string]string {
+		t.Helper()
+		_, err := Load(f)
+		var ce *Error
+		if !errors.As(err, &ce) {
+			t.Fatalf("err = %v", err)
+		}
+		got := map[string]string{}
+		for _, p := range ce.Problems {
+			got[p.Key] = p.Msg
+		}
+		return got
+	}
+
+	write("domains:\n  - domain: city.example.jp\n  - domain: kikaku.city.example.jp\n    delivery: split\n" +
+		"split:\n  state_dir: " + filepath.Join(dir, "missing") + "\n")
+	got := problems()
+	if !strings.Contains(got["reinject.address"], "domains[1]") || !strings.Contains(got["split.state_dir"], "writable") {
+		t.Errorf("problems %q", got)
+	}
+
+	write("policy:\n  delivery: copy\nsplit:\n  max_recipients: 0\n  max_message_bytes: 10\n  retention: 10m\n  state_dir: relative\ndomains:\n  - domain: a.example\n    delivery: splitt\n")
+	got = problems()
+	for _, k := range []string{"policy.delivery", "domains[0].delivery", "split.max_recipients", "split.max_message_bytes", "split.retention", "split.state_dir"} {
+		if got[k] == "" {
+			t.Errorf("no problem for %s in %q", k, got)
+		}
+	}
+
+	// A disabled entry does not need the service.
+	write("domains:\n  - domain: a.example\n    delivery: split\n    enabled: false\nsplit:\n  state_dir: /nonexistent\n")
+	if _, err := Load(f); err != nil {
+		t.Errorf("disabled split entry: %v", err)
+	}
+
+	write("reinject:\n  address: inet:127.0.0.1:10026\npolicy:\n  delivery: split\nsplit:\n  state_dir: " + dir + "\n  max_recipients: 7\n")
+	c, err := Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Split.MaxRecipients != 7 || c.Split.StateDir != dir || c.Split.Retention != 120*time.Hour || c.Split.MaxMessageBytes != 10<<20 ||
+		c.Policy.Default.Delivery != policy.DeliverySplit || !c.Policy.UsesSplit() {
+		t.Errorf("split config %+v, policy %+v", c.Split, c.Policy.Default)
+	}
+	if !strings.Contains(c.YAML(), "delivery: split") || !strings.Contains(c.YAML(), "max_recipients: 7") {
+		t.Errorf("effective config:\n%s", c.YAML())
 	}
 }

@@ -20,6 +20,16 @@ func effective(raw *rawConfig, c *Config) map[string]any {
 		"log_format":       c.LogFormat,
 		"log_output":       c.LogOutput,
 		"metrics_listen":   c.MetricsListen,
+		"reinject": map[string]any{
+			"address": c.Reinject.Address,
+			"timeout": c.Reinject.Timeout.String(),
+		},
+		"split": map[string]any{
+			"max_recipients":    c.Split.MaxRecipients,
+			"max_message_bytes": c.Split.MaxMessageBytes,
+			"state_dir":         c.Split.StateDir,
+			"retention":         c.Split.Retention.String(),
+		},
 		"audit": map[string]any{
 			// The key is a secret: never printed.
 			"recipients": string(c.Audit.Mode),
@@ -73,6 +83,7 @@ func settingsMap(s policy.Settings) map[string]any {
 		"on_parse_error": string(s.OnParseError),
 		"dry_run":        s.DryRun,
 		"stamp_header":   s.StampHeader,
+		"delivery":       string(s.Delivery),
 	}
 }
 

@@ -35,6 +35,7 @@ type rawPolicy struct {
 	OnParseError *string `mapstructure:"on_parse_error"`
 	DryRun       *bool   `mapstructure:"dry_run"`
 	StampHeader  *string `mapstructure:"stamp_header"`
+	Delivery     *string `mapstructure:"delivery"`
 }
 
 // rawDomain is one entry of the domains list. Domains are a list and never
@@ -50,6 +51,18 @@ type rawAudit struct {
 	HashKey    string `mapstructure:"hash_key"`
 }
 
+type rawReinject struct {
+	Address string        `mapstructure:"address"`
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+type rawSplit struct {
+	MaxRecipients   int           `mapstructure:"max_recipients"`
+	MaxMessageBytes int64         `mapstructure:"max_message_bytes"`
+	StateDir        string        `mapstructure:"state_dir"`
+	Retention       time.Duration `mapstructure:"retention"`
+}
+
 type rawConfig struct {
 	Listen          string        `mapstructure:"listen"`
 	SocketMode      any           `mapstructure:"socket_mode"`
@@ -60,6 +73,8 @@ type rawConfig struct {
 	LogOutput       string        `mapstructure:"log_output"`
 	Audit           rawAudit      `mapstructure:"audit"`
 	MetricsListen   string        `mapstructure:"metrics_listen"`
+	Reinject        rawReinject   `mapstructure:"reinject"`
+	Split           rawSplit      `mapstructure:"split"`
 	InternalDomains []string      `mapstructure:"internal_domains"`
 	Policy          rawPolicy     `mapstructure:"policy"`
 	Domains         []rawDomain   `mapstructure:"domains"`
@@ -72,26 +87,33 @@ type rawConfig struct {
 func defaults() map[string]any {
 	p := policy.DefaultSettings()
 	return map[string]any{
-		"listen":                DefaultListen,
-		"socket_mode":           "0660",
-		"socket_group":          "",
-		"shutdown_timeout":      "10s",
-		"log_level":             "info",
-		"log_format":            "text",
-		"log_output":            "stderr",
-		"audit.recipients":      "domain",
-		"audit.hash_key":        "",
-		"metrics_listen":        "",
-		"internal_domains":      []string{},
-		"exempt_senders":        []string{},
-		"policy.threshold":      p.Threshold,
-		"policy.count":          string(p.Count),
-		"policy.move":           string(p.Move),
-		"policy.convert_cc":     p.ConvertCc,
-		"policy.replacement":    p.Replacement.String(),
-		"policy.on_parse_error": string(p.OnParseError),
-		"policy.dry_run":        p.DryRun,
-		"policy.stamp_header":   p.StampHeader,
+		"listen":                  DefaultListen,
+		"socket_mode":             "0660",
+		"socket_group":            "",
+		"shutdown_timeout":        "10s",
+		"log_level":               "info",
+		"log_format":              "text",
+		"log_output":              "stderr",
+		"audit.recipients":        "domain",
+		"audit.hash_key":          "",
+		"metrics_listen":          "",
+		"reinject.address":        "",
+		"reinject.timeout":        "30s",
+		"split.max_recipients":    100,
+		"split.max_message_bytes": 10 << 20,
+		"split.state_dir":         "/var/lib/bccguard",
+		"split.retention":         "120h",
+		"internal_domains":        []string{},
+		"exempt_senders":          []string{},
+		"policy.threshold":        p.Threshold,
+		"policy.count":            string(p.Count),
+		"policy.move":             string(p.Move),
+		"policy.convert_cc":       p.ConvertCc,
+		"policy.replacement":      p.Replacement.String(),
+		"policy.on_parse_error":   string(p.OnParseError),
+		"policy.dry_run":          p.DryRun,
+		"policy.stamp_header":     p.StampHeader,
+		"policy.delivery":         string(p.Delivery),
 	}
 }
 
@@ -262,6 +284,16 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 		}
 	}
 
+	c.Reinject = Reinject{Address: strings.TrimSpace(raw.Reinject.Address), Timeout: raw.Reinject.Timeout}
+	if c.Reinject.Address != "" {
+		if _, _, err := ParseListen(c.Reinject.Address); err != nil {
+			bad("reinject.address", "%v (the Postfix smtpd service without bccguard, such as inet:127.0.0.1:10026; \"\" for none)", err)
+		}
+	}
+	if c.Reinject.Timeout < time.Second {
+		bad("reinject.timeout", "must be at least 1s, with a unit (30s, 1m), got %v", raw.Reinject.Timeout)
+	}
+
 	pc := &policy.Config{HasDomains: hasDomains, ExemptSenders: map[string]bool{}}
 	for i, d := range raw.InternalDomains {
 		p, err := policy.ParseDomainPattern(d)
@@ -303,6 +335,7 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 		pc.ExemptSenders[strings.ToLower(s)] = true
 	}
 	c.Policy = pc
+	problems = append(problems, c.buildSplit(file, raw, bad)...)
 
 	switch {
 	case hasDomains && len(pc.Domains) == 0 && len(problems) == 0:
@@ -356,6 +389,12 @@ func mergeSettings(base policy.Settings, r rawPolicy, prefix string, bad func(st
 	}
 	if r.DryRun != nil {
 		s.DryRun = *r.DryRun
+	}
+	if r.Delivery != nil {
+		s.Delivery = policy.DeliveryMode(strings.ToLower(*r.Delivery))
+		if s.Delivery != policy.DeliveryHide && s.Delivery != policy.DeliverySplit {
+			bad(prefix+".delivery", "%q is not one of hide, split", *r.Delivery)
+		}
 	}
 	if r.StampHeader != nil {
 		s.StampHeader = strings.TrimSpace(*r.StampHeader)

@@ -132,10 +132,10 @@ type env struct {
 type check func(*env) []Result
 
 // checks run in this order. A check for a new feature is one function
-// added here (for example: the reinjection service of delivery: split,
-// once that feature exists).
+// added here.
 var checks = []check{
 	checkWiring,
+	checkReinject,
 	checkMilterMaps,
 	checkDefaultAction,
 	checkProtocol,

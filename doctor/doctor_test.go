@@ -476,3 +476,30 @@ func TestBracedDefaultActionInMasterOverride(t *testing.T) {
 		t.Fatal("not failed")
 	}
 }
+
+// The reinjection service of delivery: split: without bccguard it is right
+// (not the content-filter warning); with bccguard, or with
+// no_address_mappings, it fails.
+func TestReinjectionService(t *testing.T) {
+	addr := inetMilter(t)
+	cd := right(t, addr, nil)
+	// The service as shipped in deploy/postfix/master.cf.
+	svc := "127.0.0.1:10026/inet=127.0.0.1:10026 inet n - n - - smtpd -o " + strings.Join(postfixtest.ReinjectOptions, " -o ")
+	cd.Postconf(t, "-Me", svc)
+	reinject := city + "reinject:\n  address: inet:127.0.0.1:10026\n"
+	r := run(t, cd.Dir(), addr, reinject)
+	want(t, r, "reinject", doctor.OK, "runs without bccguard and keeps address mappings")
+	if r.Worst() != doctor.OK {
+		t.Fatalf("verdict %v", r.Worst())
+	}
+	cd.Postconf(t, "-Me", strings.Replace(svc, "no_header_body_checks", "no_header_body_checks,no_address_mappings", 1))
+	want(t, run(t, cd.Dir(), addr, reinject), "reinject", doctor.Fail, "go nowhere")
+	cd.Postconf(t, "-Me", "127.0.0.1:10026/inet=127.0.0.1:10026 inet n - n - - smtpd -o smtpd_milters="+addr)
+	want(t, run(t, cd.Dir(), addr, reinject), "reinject", doctor.Fail, "split again without end")
+	cd.Postconf(t, "-MX", "127.0.0.1:10026/inet")
+	want(t, run(t, cd.Dir(), addr, reinject), "reinject", doctor.Warn, "falls back to hiding")
+	// Without reinject.address there is no such check.
+	if got := run(t, cd.Dir(), addr, city).Find("reinject"); len(got) != 0 {
+		t.Errorf("reinject check without reinject.address: %v", got)
+	}
+}

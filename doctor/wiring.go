@@ -117,6 +117,12 @@ func checkWiring(e *env) []Result {
 				p.what, chroot, e.cfg.Listen, p.where(p.param), p.describeList())
 			r.Fix = "add " + e.postfixAddress(p) + " to " + p.where(p.param) + ", then postfix reload."
 		}
+		if r.Status == Fail && !p.noMilters && p.svc != nil && p.svc == e.reinjectService() {
+			// delivery: split hands copies back here: bccguard must not
+			// run on it (checkReinject says the rest).
+			r.Status, r.Fix = OK, ""
+			r.Message = fmt.Sprintf("smtpd %s is the reinjection service of delivery: split (reinject.address): without bccguard, as it must be.", p.svc.ID())
+		}
 		if cf := e.postfix.ContentFilter(); r.Status == Fail && p.loopback && cf != "" {
 			// A content filter's return path (FILTER_README) carries mail
 			// that passed the milters before; it is usually right there.

@@ -39,6 +39,12 @@ func (o outcome) String() string {
 // deadline; during runs it calls during(k) after the k-th acceptance.
 func sendBurst(t *testing.T, pf *postfixtest.Instance, n, workers int, deadline time.Time, during func(accepted int64)) (deferred int) {
 	t.Helper()
+	return sendBurstOf(t, pf, n, workers, deadline, burstMessage, during)
+}
+
+// sendBurstOf is sendBurst with message i made by message.
+func sendBurstOf(t *testing.T, pf *postfixtest.Instance, n, workers int, deadline time.Time, message func(int) ([]string, []byte), during func(accepted int64)) (deferred int) {
+	t.Helper()
 	var next, accepted, tempfails atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -51,7 +57,7 @@ func sendBurst(t *testing.T, pf *postfixtest.Instance, n, workers int, deadline 
 				if i >= n {
 					return
 				}
-				rcpts, msg := burstMessage(i)
+				rcpts, msg := message(i)
 				for {
 					err := pf.Send("staff@city.example.jp", rcpts, msg)
 					if err == nil {

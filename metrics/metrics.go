@@ -31,6 +31,7 @@ type Metrics struct {
 	reloads      *prometheus.CounterVec
 	configLoaded prometheus.Gauge
 	configLoad   prometheus.Gauge
+	split        splitMetrics
 }
 
 // New creates the metrics, with build information for version.
@@ -92,6 +93,7 @@ func New(version string) *Metrics {
 		Help: "Always 1; the labels tell the version and Go version.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
+	m.split = newSplitMetrics(m.registry)
 	m.registry.MustRegister(m.messages, m.passed, m.moved, m.parseErrors, m.latency, m.sessions,
 		m.refused, m.evicted, m.panics, m.reloads, m.configLoaded, m.configLoad, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -95,6 +95,8 @@ type Server struct {
 	decide func(*policy.Config, policy.Message) policy.Decision
 	// origins warns about unqualified local sender domains.
 	origins *originWarner
+	// splitStores are the records of delivery: split (split.go).
+	splitStores splitStores
 }
 
 // NewServer returns a server reading the config from c at the start of
@@ -133,6 +135,8 @@ func newServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 		gomilter.WithMaxPacketSize(MaxPacketSize),
 		gomilter.WithPanicHandler(s.sessionPanicked),
 		gomilter.WithProtocols(Protocol),
+		// Adds the events and actions of delivery: split per connection.
+		gomilter.WithNegotiationCallback(s.negotiate),
 		// Postfix sends the queue id at end-of-message by default
 		// (milter_end_of_data_macros); asking for it keeps it there when
 		// an admin has changed that list.
@@ -221,6 +225,7 @@ func init() {
 // flight to end, or for ctx to be done; then it closes what is left, and
 // Postfix applies milter_default_action to those messages.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.splitStores.close()
 	if err := s.srv.Shutdown(ctx); err != nil {
 		return fmt.Errorf("milter: shutdown: %w", err)
 	}
@@ -229,5 +234,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close stops the server at once, cutting sessions in flight.
 func (s *Server) Close() error {
+	defer s.splitStores.close()
 	return s.srv.Close()
 }

@@ -32,6 +32,8 @@ type session struct {
 	// broken is set when a handler failed before end-of-message, so that
 	// the message is refused rather than passed half-read.
 	broken error
+	// split holds what delivery: split needs (split.go).
+	split splitState
 }
 
 func newSession(s *Server) *session {
@@ -45,14 +47,16 @@ func (s *session) reset() {
 	s.messageID = ""
 	s.header.Reset()
 	s.broken = nil
+	s.split.reset()
 }
 
 // NewConnection takes the config snapshot for the session.
-func (s *session) NewConnection(gomilter.Modifier) error {
+func (s *session) NewConnection(m gomilter.Modifier) error {
 	if s.cfg == nil {
 		s.server.metrics.SessionOpened()
 	}
 	s.cfg = s.server.config.Load()
+	s.split.enabled = splitNegotiated(m)
 	return nil
 }
 
@@ -65,15 +69,17 @@ func (s *session) Connect(string, string, uint16, string, gomilter.Modifier) (*g
 func (s *session) Helo(string, gomilter.Modifier) (*gomilter.Response, error) { return nil, nil }
 
 // MailFrom starts a new message.
-func (s *session) MailFrom(from string, _ string, _ gomilter.Modifier) (*gomilter.Response, error) {
+func (s *session) MailFrom(from string, esmtpArgs string, _ gomilter.Modifier) (*gomilter.Response, error) {
 	s.reset()
 	// go-milter removes the angle brackets Postfix sends.
 	s.sender = from
+	s.split.mailArgs = esmtpArgs
 	return nil, nil
 }
 
-// RcptTo is not negotiated: the envelope recipients are never needed.
-func (s *session) RcptTo(string, string, gomilter.Modifier) (*gomilter.Response, error) {
+// RcptTo is negotiated only for delivery: split.
+func (s *session) RcptTo(rcpt string, esmtpArgs string, _ gomilter.Modifier) (*gomilter.Response, error) {
+	s.split.addRcpt(rcpt, esmtpArgs)
 	return nil, nil
 }
 
@@ -93,14 +99,22 @@ func (s *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Res
 	if s.messageID == "" && strings.EqualFold(name, "Message-Id") {
 		s.messageID = messageID(value)
 	}
+	s.split.addHeader(name, value, s.cfg.Split.MaxMessageBytes)
 	return nil, nil
 }
 
 // Headers is not negotiated.
 func (s *session) Headers(gomilter.Modifier) (*gomilter.Response, error) { return nil, nil }
 
-// BodyChunk is not negotiated: the body never crosses the socket.
-func (s *session) BodyChunk([]byte, gomilter.Modifier) (*gomilter.Response, error) {
+// BodyChunk is negotiated only for delivery: split; otherwise the body
+// never crosses the socket.
+func (s *session) BodyChunk(chunk []byte, _ gomilter.Modifier) (*gomilter.Response, error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.broken = fmt.Errorf("panic in body handler: %v\n%s", r, debug.Stack())
+		}
+	}()
+	s.bodyChunk(chunk)
 	return nil, nil
 }
 
@@ -125,8 +139,23 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 		s.server.log.Error("message tempfailed", slog.String("queue_id", queueID), slog.Any("error", s.broken))
 		return tempfail("internal error")
 	}
-	d := s.server.decide(s.cfg.Policy, s.header.Message(s.sender))
-	for _, e := range d.Edits {
+	d := s.decision()
+	edits := d.Edits
+	var split *splitResult
+	if splitPlanned(d) {
+		res, err := s.carryOutSplit(m, queueID, d)
+		if err != nil {
+			s.server.log.Error("cannot remove a recipient; Postfix applies milter_default_action",
+				slog.String("queue_id", queueID), slog.Any("error", err))
+			return nil, fmt.Errorf("milter: end of message: %w", err)
+		}
+		split, edits = &res, res.edits
+		if res.discard {
+			// Every recipient has a copy of their own.
+			edits = nil
+		}
+	}
+	for _, e := range edits {
 		if err := applyEdit(m, e); err != nil {
 			// The connection to Postfix is broken; Postfix applies
 			// milter_default_action (tempfail) to the message.
@@ -138,9 +167,17 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 	took := time.Since(start)
 	s.server.metrics.Decided(d, took)
 	s.server.origins.check(ctx, s.server.log, queueID, d)
-	audit.Log(ctx, s.server.log, s.cfg.Audit, audit.Record{QueueID: queueID, MessageID: s.messageID, Sender: s.sender, Decision: d, Duration: took})
+	rec := audit.Record{QueueID: queueID, MessageID: s.messageID, Sender: s.sender, Decision: d, Duration: took}
+	if split != nil && split.audit != nil {
+		rec.Split = split.audit
+		rec.Split.Discarded = split.discard
+	}
+	audit.Log(ctx, s.server.log, s.cfg.Audit, rec)
 	if d.Action == policy.Tempfail {
 		return tempfail(d.Reason)
+	}
+	if split != nil && split.discard {
+		return gomilter.RespDiscard, nil
 	}
 	return gomilter.RespAccept, nil
 }
@@ -190,4 +227,6 @@ func (s *session) Cleanup(gomilter.Modifier) {
 	if s.cfg != nil {
 		s.server.metrics.SessionClosed()
 	}
+	// A body spooled for a split of a message cut short.
+	s.split.reset()
 }

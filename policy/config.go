@@ -42,6 +42,18 @@ const (
 	ParseErrorAccept ParseErrorAction = "accept"
 )
 
+// DeliveryMode says how a converted message reaches the moved recipients.
+type DeliveryMode string
+
+const (
+	// DeliveryHide sends one message whose To no longer shows them.
+	DeliveryHide DeliveryMode = "hide"
+	// DeliverySplit gives every envelope recipient among the moved To
+	// addresses a copy of its own, whose To shows only them (and the To
+	// addresses that stay visible); the others get the hidden original.
+	DeliverySplit DeliveryMode = "split"
+)
+
 // ReplacementKind is the kind of To value written after a conversion.
 type ReplacementKind int
 
@@ -127,6 +139,8 @@ type Settings struct {
 	DryRun bool
 	// StampHeader is added to converted mail with counts only; "" = none.
 	StampHeader string
+	// Delivery is hide or split.
+	Delivery DeliveryMode
 }
 
 // DefaultSettings are the built-in defaults, taken from the seed policy:
@@ -139,6 +153,7 @@ func DefaultSettings() Settings {
 		Replacement:  Replacement{Kind: ReplaceUndisclosed},
 		OnParseError: ParseErrorHide,
 		StampHeader:  "X-BCCGuard",
+		Delivery:     DeliveryHide,
 	}
 }
 
@@ -170,6 +185,22 @@ type Config struct {
 	// ExemptSenders holds lower-cased envelope sender addresses that are
 	// never converted.
 	ExemptSenders map[string]bool
+}
+
+// UsesSplit reports whether some rule may split a message: the milter then
+// asks Postfix for the recipients and the body, which it otherwise never
+// needs.
+func (c *Config) UsesSplit() bool {
+	switch {
+	case c.HasDomains:
+		for _, r := range c.Domains {
+			if r.Enabled && r.Settings.Delivery == DeliverySplit {
+				return true
+			}
+		}
+		return false
+	}
+	return c.Default.Delivery == DeliverySplit
 }
 
 // ruleFor finds the domains entry for a normalized sender domain: the most

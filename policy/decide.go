@@ -57,6 +57,9 @@ type Message struct {
 	Header []Field
 	// Overflow tells what a Collector had to leave out of Header.
 	Overflow Overflow
+	// Recipients are the envelope recipients (RCPT TO) without angle
+	// brackets; only delivery: split reads them.
+	Recipients []string
 }
 
 // Decision is the outcome for one message.
@@ -92,8 +95,18 @@ type Decision struct {
 	To []Address
 	// Parse says whether the address fields could be read.
 	Parse ParseProblem
-	// Edits are the header changes to make, in order.
+	// Edits are the header changes to make, in order. With delivery:
+	// split they are the fallback: what the original gets when no copy
+	// could be handed over.
 	Edits []Edit
+	// Delivery is how a Convert reaches the moved recipients: split only
+	// when copies are to be made (also in a dry run); "" unless Convert.
+	Delivery DeliveryMode
+	// Copies are the copies of a split, one per moved recipient.
+	Copies []Copy
+	// SplitEdits are the original's header changes once copies were
+	// handed over: Edits with the stamp saying split.
+	SplitEdits []Edit
 }
 
 // Decide applies the policy to one message. It never panics on any input
@@ -178,7 +191,12 @@ func Decide(cfg *Config, msg Message) Decision {
 		return d
 	}
 	d.Action = Convert
-	return dryRunPassed(v.convert(d, settings, main, resent))
+	d = dryRunPassed(v.convert(d, settings, main, resent))
+	if settings.Delivery == DeliverySplit && main {
+		// Copies are made for the To list; Resent-To alone is hidden.
+		return v.split(d, settings, msg.Recipients)
+	}
+	return d
 }
 
 // judge applies the threshold to the counts of one visible list.
@@ -220,8 +238,14 @@ func onParseError(d Decision, s Settings, what string, v *visible) Decision {
 	}
 	d.Action = Convert
 	d.Reason = what + "; on_parse_error is hide"
+	if s.Delivery == DeliverySplit {
+		d.Reason += " (hide, not split)"
+	}
 	s.Move = MoveAll
-	return dryRunPassed(v.convert(d, s, true, len(v.resent.to.fields) > 0 || s.ConvertCc && len(v.resent.cc.fields) > 0))
+	s.Delivery = DeliveryHide
+	d = dryRunPassed(v.convert(d, s, true, len(v.resent.to.fields) > 0 || s.ConvertCc && len(v.resent.cc.fields) > 0))
+	d.Delivery = DeliveryHide
+	return d
 }
 
 // dryRunPassed marks a conversion that dry_run leaves undone.

@@ -118,7 +118,18 @@ func FuzzDecide(f *testing.F) {
 		if mode&16 != 0 {
 			h = append(h, Field{"Resent-To", cc}, Field{"Resent-Cc", to})
 		}
-		d := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: h})
+		var rcpts []string
+		if mode&64 != 0 {
+			// delivery: split, with every To address on the envelope and
+			// one Bcc recipient.
+			cfg.Default.Delivery = DeliverySplit
+			for _, a := range ParseAddressField(to).Addrs {
+				rcpts = append(rcpts, a.Addr)
+			}
+			rcpts = append(rcpts, "bcc@ext.example")
+		}
+		d := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: h, Recipients: rcpts})
+		checkCopies(t, h, d, rcpts)
 		for _, e := range d.Edits {
 			// Only the visible recipient fields and the stamp change;
 			// the envelope is out of the policy's reach by type.
@@ -175,6 +186,49 @@ func FuzzDecide(f *testing.F) {
 			t.Fatalf("converted twice: %+v", again)
 		}
 	})
+}
+
+// checkCopies: every copy of a split goes to one envelope recipient, no
+// recipient has two copies, the Bcc recipient none, and a copy's header
+// differs from the hidden original's only in To, whose addresses are the
+// copy's recipient (move: all, so nothing else stays visible).
+func checkCopies(t *testing.T, h []Field, d Decision, rcpts []string) {
+	t.Helper()
+	if d.Delivery != DeliverySplit {
+		if len(d.Copies) != 0 {
+			t.Fatalf("%d copies without split", len(d.Copies))
+		}
+		return
+	}
+	seen := map[string]int{}
+	for i, c := range d.Copies {
+		for _, r := range c.Rcpts {
+			if j, ok := seen[r]; ok && j != i || r == "bcc@ext.example" {
+				t.Fatalf("envelope recipient %q in two copies or a Bcc copy", r)
+			}
+			seen[r] = i
+		}
+		own := (&Address{Addr: c.Rcpts[0], Domain: addrDomain(c.Rcpts[0])}).key()
+		for _, f := range Apply(h, c.Edits) {
+			if !strings.EqualFold(f.Name, "To") {
+				continue
+			}
+			for _, a := range ParseAddressField(f.Value).Addrs {
+				if a.key() != own {
+					t.Fatalf("the copy for %q shows %q (To %q)", c.Rcpts[0], a.Addr, f.Value)
+				}
+			}
+		}
+		original, copied := Apply(h, d.SplitEdits), Apply(h, c.Edits)
+		if len(original) != len(copied) {
+			t.Fatalf("copy has %d fields, the original %d", len(copied), len(original))
+		}
+		for i := range original {
+			if original[i].Name != copied[i].Name || original[i].Value != copied[i].Value && !strings.EqualFold(original[i].Name, "To") {
+				t.Fatalf("copy field %d %q differs from the original's %q", i, copied[i], original[i])
+			}
+		}
+	}
 }
 
 // FuzzScanList: whenever the fast scanner accepts a field, the full parser

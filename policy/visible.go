@@ -355,6 +355,7 @@ func (v *visible) convert(d Decision, s Settings, main, resent bool) Decision {
 			edits = v.convertFields(edits, &d, &v.resent.cc, s, false)
 		}
 	}
+	d.Delivery = DeliveryHide
 	if s.DryRun {
 		d.DryRun = true
 		return d

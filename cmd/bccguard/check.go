@@ -31,6 +31,13 @@ type checkResult struct {
 	Parse        string   `json:"parse"`
 	Recipients   []string `json:"recipients"`
 	Headers      string   `json:"headers"`
+	// Delivery is hide or split for a conversion, "" otherwise.
+	Delivery string `json:"delivery"`
+	// Copies is the number of copies a split makes (or would make).
+	Copies int `json:"copies"`
+	// copies are the recipients and the To each copy shows, for the text
+	// output.
+	copies []policy.Copy
 }
 
 func newCheckCmd() *cobra.Command {
@@ -108,8 +115,16 @@ func decide(p *policy.Config, from string, rcpts []string, header []policy.Field
 	for _, f := range header {
 		c.Add(f.Name, f.Value)
 	}
-	d := policy.Decide(p, c.Message(from))
-	out := policy.Apply(dropBcc(header), d.Edits)
+	m := c.Message(from)
+	m.Recipients = rcpts
+	d := policy.Decide(p, m)
+	edits := d.Edits
+	if d.Delivery == policy.DeliverySplit {
+		// What the remaining recipients get when every copy was handed
+		// over.
+		edits = d.SplitEdits
+	}
+	out := policy.Apply(dropBcc(header), edits)
 	if rcpts == nil {
 		rcpts = []string{}
 	}
@@ -128,6 +143,9 @@ func decide(p *policy.Config, from string, rcpts []string, header []policy.Field
 		Parse:        string(d.Parse),
 		Recipients:   rcpts,
 		Headers:      policy.FormatHeader(out),
+		Delivery:     string(d.Delivery),
+		Copies:       len(d.Copies),
+		copies:       d.Copies,
 	}
 }
 
@@ -274,6 +292,31 @@ func printResult(w io.Writer, r checkResult) {
 	if r.Parse != "" {
 		fmt.Fprintf(w, "parse:      %s\n", r.Parse)
 	}
-	fmt.Fprintf(w, "recipients: %d on the envelope, unchanged: %s\n", len(r.Recipients), strings.Join(r.Recipients, ", "))
+	if r.Delivery == string(policy.DeliverySplit) {
+		fmt.Fprintf(w, "delivery:   split into %d copies, each showing only its recipient:\n", r.Copies)
+		own := map[string]bool{}
+		for _, c := range r.copies {
+			fmt.Fprintf(w, "  %s  To: %s\n", c.Rcpts[0], strings.ReplaceAll(c.To, "\r\n", ""))
+			for _, a := range c.Rcpts {
+				own[a] = true
+			}
+		}
+		var rest []string
+		for _, a := range r.Recipients {
+			if !own[a] {
+				rest = append(rest, a)
+			}
+		}
+		if len(rest) == 0 {
+			fmt.Fprintf(w, "recipients: none left; the original below is discarded\n")
+		} else {
+			fmt.Fprintf(w, "recipients: the original below goes to %d: %s\n", len(rest), strings.Join(rest, ", "))
+		}
+	} else {
+		if r.Delivery != "" {
+			fmt.Fprintf(w, "delivery:   %s\n", r.Delivery)
+		}
+		fmt.Fprintf(w, "recipients: %d on the envelope, unchanged: %s\n", len(r.Recipients), strings.Join(r.Recipients, ", "))
+	}
 	fmt.Fprintf(w, "\n%s", strings.ReplaceAll(r.Headers, "\r\n", "\n"))
 }

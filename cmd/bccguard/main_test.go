@@ -136,6 +136,36 @@ func TestAuditHash(t *testing.T) {
 	}
 }
 
+func TestCheckShowsCopies(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, "internal_domains: [city.example.jp]\nreinject:\n  address: inet:127.0.0.1:10026\n"+
+		"policy:\n  delivery: split\nsplit:\n  state_dir: "+dir+"\n")
+	code, out, errOut := runCmd(t, twoExternal, "check", "--config", cfg, "--json", "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var r checkResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if r.Delivery != "split" || r.Copies != 2 || !strings.Contains(r.Headers, "X-BCCGuard: split;") {
+		t.Fatalf("result = %+v", r)
+	}
+	code, out, _ = runCmd(t, twoExternal, "check", "--config", cfg, "-")
+	for _, want := range []string{"split into 2 copies", "  a@ext.example  To: a@ext.example\n", "  b@other.example  To: b@other.example\n",
+		"the original below goes to 2: c@ext.example, hidden@ext.example"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("exit %d, output lacks %q:\n%s", code, want, out)
+		}
+	}
+	// hide: the JSON says so, with no copies.
+	cfg = writeConfig(t, "internal_domains: [city.example.jp]\n")
+	_, out, _ = runCmd(t, twoExternal, "check", "--config", cfg, "--json", "-")
+	if !strings.Contains(out, `"delivery": "hide"`) || !strings.Contains(out, `"copies": 0`) {
+		t.Errorf("hide JSON:\n%s", out)
+	}
+}
+
 // TestCheckReadsReturnPath: a delivered copy's Return-Path is the envelope
 // sender the daemon saw. A script's mail (From staff, envelope root@vm)
 // passed unchecked; check must say so, not convert it on From's word.

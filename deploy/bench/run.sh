@@ -22,6 +22,9 @@
 #   BENCH_SCENARIOS="s1 s8 s64 to500 body8k pfio1"
 #   BENCH_RSS=1              measure memory (0: skip)
 #   BENCH_POSTFIX=1          run postfix.sh (0: skip); see it for BENCH_PF_*
+#   BENCH_SPLIT=1            run split.sh, delivery: split against smtp-source
+#                            into the reinjection service (0: skip); see it
+#                            for BENCH_SPLIT_*
 #   BENCH_CONFIG=deploy/bench/bccguard.yaml
 #   BENCH_BCCGUARD_LOG=/dev/null  where bccguard's log goes (it logs every
 #                            conversion: formatted and written, not stored)
@@ -85,6 +88,7 @@ log "building in $WORK"
 go build -o "$WORK/bccguard" ./cmd/bccguard
 go build -o "$WORK/milterbench" ./cmd/milterbench
 go build -o "$WORK/floor" ./deploy/bench/floor
+go build -o "$WORK/splitload" ./deploy/bench/splitload
 make -s -C deploy/bench/reference OUT="$WORK/ref_filter" >/dev/null
 "$WORK/bccguard" config check --config "$CONFIG" >/dev/null
 MB=$WORK/milterbench
@@ -317,6 +321,17 @@ if [ "${BENCH_POSTFIX:-1}" = 1 ]; then
 fi
 pf() { awk -v k="$1" '$1 == k { print $2 }' "$PF_RES"; }
 
+# --- split delivery --------------------------------------------------------------------
+SPLIT_TABLE=
+if [ "${BENCH_SPLIT:-1}" = 1 ]; then
+	log "split delivery"
+	wait_quiet
+	if ! SPLIT_TABLE=$(BENCH_SPLIT_RESULTS=$PF_RES BENCH_ROUNDS=$ROUNDS \
+		"$ROOT/deploy/bench/split.sh" "$WORK/bccguard" "$WORK/splitload" "$WORK"); then
+		FAILS+=("split.sh failed (see above)")
+	fi
+fi
+
 # --- report ---------------------------------------------------------------------------
 : >"$REPORT"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -378,6 +393,13 @@ if [ -n "$PF_TABLE" ]; then
 	out ""
 fi
 
+if [ -n "$SPLIT_TABLE" ]; then
+	out "### Split delivery (splitload → Postfix with bccguard → reinjection service, against smtp-source → reinjection service)"
+	out ""
+	out "$SPLIT_TABLE"
+	out ""
+fi
+
 # --- targets ----------------------------------------------------------------------------
 out "### Targets"
 out ""
@@ -406,6 +428,9 @@ if [ -s "$PF_RES" ]; then
 	for m in tcp unix; do
 		[ -n "$(pf "pf_${m}_ratio")" ] && target "Postfix with bccguard ($m socket) ≥ 0.95 × without" "$(pf "pf_${m}_ratio")" ">=" 0.95
 	done
+fi
+if [ -n "$(pf split_ratio)" ]; then
+	target "split: bccguard's copies/s ≥ 0.8 × smtp-source's into the reinjection service" "$(pf split_ratio)" ">=" 0.8
 fi
 if [ "${BENCH_RSS:-1}" = 1 ]; then
 	target "bccguard RSS with 500 idle sessions ≤ 64 MiB" "${MEM[bccguard-idle]:--}" "<=" 64

@@ -39,6 +39,12 @@ type Options struct {
 	// RelayTo is the host:port (usually [Sink.Addr]) that receives all mail
 	// the instance accepts. Required.
 	RelayTo string
+	// Reinject adds a second smtpd service on its own loopback port
+	// (ReinjectAddr) for mail a milter hands back to Postfix: like the
+	// service in deploy/postfix/master.cf it runs no milters and serves only
+	// mynetworks, and it keeps address mappings (no no_address_mappings),
+	// because what is handed back has not been through virtual aliasing.
+	Reinject bool
 	// Extra holds additional main.cf parameters. They are applied last and
 	// override the package's settings of the same name.
 	Extra map[string]string
@@ -52,6 +58,9 @@ type Instance struct {
 	confDir  string // root/etc: main.cf, master.cf, maillog
 	queueDir string // root/queue
 	smtpAddr string // 127.0.0.1:port of smtpd
+	// reinjectAddr is 127.0.0.1:port of the reinjection smtpd; "" without
+	// Options.Reinject.
+	reinjectAddr string
 }
 
 const (
@@ -127,6 +136,15 @@ func Start(t testing.TB, opts Options) *Instance {
 		if err := inst.setSMTPPort(port); err != nil {
 			t.Fatalf("postfixtest: configure smtpd port: %v", err)
 		}
+		if opts.Reinject {
+			port, err := freePort()
+			if err != nil {
+				t.Fatalf("postfixtest: %v", err)
+			}
+			if err := inst.setReinjectPort(port); err != nil {
+				t.Fatalf("postfixtest: configure reinjection port: %v", err)
+			}
+		}
 		_, err = runWithTTY(sys.postfix, "-c", inst.confDir, "start")
 		if err == nil {
 			break
@@ -134,7 +152,7 @@ func Start(t testing.TB, opts Options) *Instance {
 		// The master logs only through postlogd, which is not running yet
 		// when the master fails to bind its listeners, so a port collision
 		// never shows up in the maillog; probe the port instead.
-		inUse := portInUse(inst.smtpAddr)
+		inUse := portInUse(inst.smtpAddr) || (inst.reinjectAddr != "" && portInUse(inst.reinjectAddr))
 		if inUse && attempt < startAttempts {
 			t.Logf("postfixtest: port %d was taken, retrying: %v", port, err)
 			_ = stopInstance(sys, inst.confDir, inst.queueDir)
@@ -142,7 +160,7 @@ func Start(t testing.TB, opts Options) *Instance {
 		}
 		hint := ""
 		if inUse {
-			hint = fmt.Sprintf("\n(%s is in use by another process)", inst.smtpAddr)
+			hint = fmt.Sprintf("\n(%s or %q is in use by another process)", inst.smtpAddr, inst.reinjectAddr)
 		}
 		t.Fatalf("postfixtest: start Postfix in %s: %v%s\n%s", inst.confDir, err, hint, inst.logSection())
 	}
@@ -347,6 +365,43 @@ func (i *Instance) setSMTPPort(port int) error {
 	return nil
 }
 
+// ReinjectOptions are the master.cf -o options of the reinjection service,
+// the same as in deploy/postfix/master.cf (a test compares the two).
+var ReinjectOptions = []string{
+	"syslog_name=postfix/reinject",
+	"smtpd_milters=",
+	"non_smtpd_milters=",
+	"mynetworks=127.0.0.0/8",
+	"smtpd_client_restrictions=permit_mynetworks,reject",
+	"smtpd_helo_restrictions=",
+	"smtpd_sender_restrictions=",
+	"smtpd_recipient_restrictions=permit_mynetworks,reject",
+	"smtpd_relay_restrictions=permit_mynetworks,reject",
+	"smtpd_data_restrictions=",
+	"smtpd_end_of_data_restrictions=",
+	"receive_override_options=no_unknown_recipient_checks,no_header_body_checks",
+}
+
+// setReinjectPort makes the reinjection smtpd listen on 127.0.0.1:port,
+// replacing any previous listener.
+func (i *Instance) setReinjectPort(port int) error {
+	if i.reinjectAddr != "" {
+		if _, err := i.postconf("-MX", i.reinjectAddr+"/inet"); err != nil {
+			return err
+		}
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	entry := addr + "/inet=" + addr + " inet n - n - - smtpd"
+	for _, o := range ReinjectOptions {
+		entry += " -o " + o
+	}
+	if _, err := i.postconf("-Me", entry); err != nil {
+		return err
+	}
+	i.reinjectAddr = addr
+	return nil
+}
+
 // postconf runs postconf against the instance's configuration.
 func (i *Instance) postconf(args ...string) (string, error) {
 	return run(i.sys.postconf, append([]string{"-c", i.confDir}, args...)...)
@@ -412,6 +467,10 @@ func (i *Instance) shutdown() error {
 
 // SMTPAddr returns the host:port on which the instance's smtpd listens.
 func (i *Instance) SMTPAddr() string { return i.smtpAddr }
+
+// ReinjectAddr returns the host:port of the reinjection smtpd (no
+// milters), or "" when Options.Reinject was not set.
+func (i *Instance) ReinjectAddr() string { return i.reinjectAddr }
 
 // Dir returns the instance's configuration directory (the argument for
 // "postconf -c" and friends). It also holds the maillog. Queue and data

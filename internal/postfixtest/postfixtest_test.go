@@ -271,3 +271,32 @@ func waitForLog(t *testing.T, pf *postfixtest.Instance, substr string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestReinjectServiceMatchesShippedMasterCF: the tests' reinjection service
+// is the one admins install.
+func TestReinjectServiceMatchesShippedMasterCF(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/postfix/master.cf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, entry, ok := strings.Cut(string(b), "\n127.0.0.1:10026 inet")
+	if !ok {
+		t.Fatal("deploy/postfix/master.cf has no 127.0.0.1:10026 service")
+	}
+	var shipped []string
+	for _, line := range strings.Split(entry, "\n")[1:] {
+		o, ok := strings.CutPrefix(strings.TrimSpace(line), "-o ")
+		if !ok {
+			break
+		}
+		shipped = append(shipped, o)
+	}
+	if !slices.Equal(shipped, postfixtest.ReinjectOptions) {
+		t.Errorf("shipped -o options\n%q\ndiffer from the tests'\n%q", shipped, postfixtest.ReinjectOptions)
+	}
+	for _, o := range shipped {
+		if strings.Contains(o, "no_address_mappings") {
+			t.Errorf("%q: copies to virtual aliases would go nowhere", o)
+		}
+	}
+}

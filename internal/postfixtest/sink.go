@@ -23,6 +23,12 @@ type Delivery struct {
 	// Data is the message (headers and body) exactly as the SMTP server
 	// library handed it over: dot-unstuffed, with CRLF line endings.
 	Data []byte
+	// Mail holds the MAIL FROM parameters (SMTPUTF8; RET and ENVID from a
+	// StartDSNSink).
+	Mail smtp.MailOptions
+	// RcptOptions holds each recipient's RCPT TO parameters (NOTIFY and
+	// ORCPT from a StartDSNSink), in the order of Rcpts.
+	RcptOptions []smtp.RcptOptions
 }
 
 // Sink is an SMTP server that accepts every sender and recipient and records
@@ -42,6 +48,20 @@ type Sink struct {
 // is shut down when the test and its subtests finish.
 func StartSink(t testing.TB) *Sink {
 	t.Helper()
+	return startSink(t, false)
+}
+
+// StartDSNSink is StartSink with the DSN extension offered, so that
+// Postfix passes NOTIFY, ORCPT, RET and ENVID on (Delivery.Mail and
+// RcptOptions). go-smtp refuses the ORCPT=utf-8;... Postfix writes for a
+// UTF-8 recipient, so such recipients bounce at this sink.
+func StartDSNSink(t testing.TB) *Sink {
+	t.Helper()
+	return startSink(t, true)
+}
+
+func startSink(t testing.TB, dsn bool) *Sink {
+	t.Helper()
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -58,6 +78,7 @@ func StartSink(t testing.TB) *Sink {
 	// ... loops back to myself").
 	srv.Domain = "sink.test.invalid"
 	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = dsn
 	srv.ReadTimeout = time.Minute
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = logger
@@ -148,6 +169,9 @@ func cloneDeliveries(in []Delivery) []Delivery {
 			From:  d.From,
 			Rcpts: append([]string(nil), d.Rcpts...),
 			Data:  append([]byte(nil), d.Data...),
+			Mail:  d.Mail,
+			// The options' own slices are never changed after add.
+			RcptOptions: append([]smtp.RcptOptions(nil), d.RcptOptions...),
 		}
 	}
 	return out
@@ -171,15 +195,26 @@ type sinkSession struct {
 	sink  *Sink
 	from  string
 	rcpts []string
+	mail  smtp.MailOptions
+	ropts []smtp.RcptOptions
 }
 
-func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
-	ss.from, ss.rcpts = from, nil
+func (ss *sinkSession) Mail(from string, o *smtp.MailOptions) error {
+	ss.from, ss.rcpts, ss.ropts = from, nil, nil
+	ss.mail = smtp.MailOptions{}
+	if o != nil {
+		ss.mail = *o
+	}
 	return nil
 }
 
-func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (ss *sinkSession) Rcpt(to string, o *smtp.RcptOptions) error {
 	ss.rcpts = append(ss.rcpts, to)
+	var ro smtp.RcptOptions
+	if o != nil {
+		ro = *o
+	}
+	ss.ropts = append(ss.ropts, ro)
 	return nil
 }
 
@@ -188,12 +223,12 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("postfixtest: sink: read message: %w", err)
 	}
-	ss.sink.add(Delivery{From: ss.from, Rcpts: ss.rcpts, Data: data})
+	ss.sink.add(Delivery{From: ss.from, Rcpts: ss.rcpts, Data: data, Mail: ss.mail, RcptOptions: ss.ropts})
 	ss.Reset()
 	return nil
 }
 
-func (ss *sinkSession) Reset() { ss.from, ss.rcpts = "", nil }
+func (ss *sinkSession) Reset() { ss.from, ss.rcpts, ss.ropts = "", nil, nil }
 
 func (ss *sinkSession) Logout() error { return nil }
 

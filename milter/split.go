@@ -1,0 +1,331 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	gomilter "github.com/d--j/go-milter"
+
+	"github.com/bccguard/bccguard/audit"
+	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/policy"
+	"github.com/bccguard/bccguard/reinject"
+	"github.com/bccguard/bccguard/split"
+)
+
+// splitBudget bounds handing over the copies of one message: well inside
+// Postfix's default milter_content_timeout (300s), and bccguard also sends
+// a progress message after each copy, so that a lowered timeout does not
+// cut a split that is still moving.
+const splitBudget = 4 * time.Minute
+
+// On a connection whose snapshot uses split, splitActions is asked for on
+// top of Actions and splitWantedEvents are taken out of Protocol (without
+// replies to them, where Postfix offers that): the recipients and the body
+// are needed, and recipients are removed once their copy is in Postfix's
+// queue. Hide-only setups keep the lean protocol.
+const (
+	splitActions       = gomilter.OptRemoveRcpt
+	splitWantedEvents  = gomilter.OptNoRcptTo | gomilter.OptNoBody
+	splitQuietReplies  = gomilter.OptNoRcptReply | gomilter.OptNoBodyReply
+	splitPruneInterval = time.Hour
+)
+
+// negotiate is go-milter's negotiation, with the events and actions of
+// split added when the config snapshot at connect time uses split. The
+// session reads back what was negotiated (splitNegotiated): a reload
+// between the two cannot make it expect events it will not get.
+func (s *Server) negotiate(mtaVersion, milterVersion uint32, mtaActions, milterActions gomilter.OptAction,
+	mtaProtocol, milterProtocol gomilter.OptProtocol, offered gomilter.DataSize) (uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize, error) {
+	version := min(mtaVersion, milterVersion)
+	actions, protocol := milterActions, milterProtocol
+	if c := s.config.Load(); c != nil && c.Policy != nil && c.Policy.UsesSplit() {
+		actions |= splitActions
+		protocol &^= splitWantedEvents
+		protocol |= splitQuietReplies & mtaProtocol
+	}
+	if actions&mtaActions != actions {
+		return 0, 0, 0, 0, fmt.Errorf("milter: negotiate: Postfix does not offer the actions %v (offered %v)", actions&^mtaActions, mtaActions)
+	}
+	if protocol&mtaProtocol != protocol {
+		return 0, 0, 0, 0, fmt.Errorf("milter: negotiate: Postfix does not offer the protocol options %v (offered %v)", protocol&^mtaProtocol, mtaProtocol)
+	}
+	return version, actions, protocol, offered, nil
+}
+
+// splitNegotiated reports whether a connection can split: recipients and
+// body are sent, recipients may be removed.
+func splitNegotiated(m gomilter.Modifier) bool {
+	return m.Actions()&splitActions != 0 && m.Protocol()&splitWantedEvents == 0
+}
+
+// splitState is what a split needs beyond what hide reads: the MAIL and
+// RCPT parameters, every header field, the body. Collected only on
+// connections negotiated for split.
+type splitState struct {
+	enabled     bool
+	mailArgs    string
+	rcpts       []string
+	rcptArgs    []string
+	header      []policy.Field
+	headerBytes int64
+	// body holds the body once the decision (made at the first body
+	// chunk) says split; skipBody is set when it is not needed or cannot
+	// be kept.
+	body     *split.Spool
+	skipBody bool
+	tooBig   bool
+	spoolErr error
+
+	decided  bool
+	decision policy.Decision
+}
+
+func (st *splitState) reset() {
+	if st.body != nil {
+		st.body.Close()
+	}
+	clear(st.header)
+	*st = splitState{enabled: st.enabled, rcpts: st.rcpts[:0], rcptArgs: st.rcptArgs[:0], header: st.header[:0]}
+}
+
+func (st *splitState) addRcpt(rcpt, args string) {
+	if st.enabled {
+		st.rcpts = append(st.rcpts, rcpt)
+		st.rcptArgs = append(st.rcptArgs, args)
+	}
+}
+
+func (st *splitState) addHeader(name, value string, limit int64) {
+	if !st.enabled || st.tooBig {
+		return
+	}
+	st.headerBytes += int64(len(name) + len(value) + 4)
+	if st.headerBytes > limit {
+		st.tooBig = true
+		st.header = st.header[:0]
+		return
+	}
+	st.header = append(st.header, policy.Field{Name: name, Value: value})
+}
+
+// decision decides once per message: at the first body chunk (to know
+// whether the body is needed) or at end-of-message.
+func (s *session) decision() policy.Decision {
+	st := &s.split
+	if !st.decided {
+		msg := s.header.Message(s.sender)
+		msg.Recipients = st.rcpts
+		st.decision = s.server.decide(s.cfg.Policy, msg)
+		st.decided = true
+	}
+	return st.decision
+}
+
+// bodyChunk keeps the body of a message that is to be split.
+func (s *session) bodyChunk(chunk []byte) {
+	st := &s.split
+	if !st.enabled || st.skipBody {
+		return
+	}
+	if st.body == nil {
+		if d := s.decision(); d.Delivery != policy.DeliverySplit || d.DryRun || st.tooBig {
+			st.skipBody = true
+			return
+		}
+		st.body = split.NewSpool(s.cfg.Split.StateDir)
+	}
+	if st.headerBytes+st.body.Size()+int64(len(chunk)) > s.cfg.Split.MaxMessageBytes {
+		st.tooBig = true
+	} else if _, err := st.body.Write(chunk); err != nil {
+		st.spoolErr = err
+	} else {
+		return
+	}
+	st.skipBody = true
+	st.body.Close()
+	st.body = nil
+}
+
+// splitPlanned reports whether the rule meant to split this message: a
+// conversion under delivery: split whose To could be read (an unreadable
+// one is hidden, never split).
+func splitPlanned(d policy.Decision) bool {
+	return d.Action == policy.Convert && !d.DryRun && d.Settings.Delivery == policy.DeliverySplit &&
+		d.Parse != policy.ParseUnreadable && d.Parse != policy.ParseTooLarge
+}
+
+// splitResult is what end-of-message does after a split.
+type splitResult struct {
+	edits   []policy.Edit
+	discard bool
+	audit   *audit.Split
+}
+
+// carryOutSplit hands the copies over and removes their recipients from
+// the original. Whatever fails, every recipient ends up with the message:
+// a copy not handed over leaves its recipient on the original, which then
+// goes out hidden. An error means the connection to Postfix broke; Postfix
+// then tempfails the message and the retry finds the records.
+func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.Decision) (splitResult, error) {
+	st := &s.split
+	fallback := func(reason string, err error) (splitResult, error) {
+		s.server.metrics.SplitFallback(reason)
+		s.server.log.Warn("split not possible; the original goes to every recipient, hidden",
+			slog.String("queue_id", queueID), slog.String("reason", reason), slog.String("error", redact(err)))
+		return splitResult{edits: d.Edits, audit: &audit.Split{Left: len(st.rcpts), Fallback: reason}}, nil
+	}
+	switch {
+	case !st.enabled:
+		return fallback("not_negotiated", errors.New("a reload turned split on while this milter connection was being negotiated"))
+	case d.Delivery != policy.DeliverySplit:
+		// No envelope recipient is a moved To address: a plain hide.
+		return splitResult{edits: d.Edits}, nil
+	case len(d.Copies) > s.cfg.Split.MaxRecipients:
+		return fallback("max_recipients", fmt.Errorf("%d copies, split.max_recipients is %d", len(d.Copies), s.cfg.Split.MaxRecipients))
+	case st.tooBig:
+		return fallback("max_message_bytes", fmt.Errorf("over split.max_message_bytes (%d)", s.cfg.Split.MaxMessageBytes))
+	case st.spoolErr != nil:
+		return fallback("spool", st.spoolErr)
+	}
+	store, err := s.server.splitStores.get(s.cfg.Split, s.server.log)
+	if err != nil {
+		return fallback("state", err)
+	}
+	body := st.body
+	if body == nil {
+		// No body chunk came: the body is empty.
+		body = split.NewSpool(s.cfg.Split.StateDir)
+		st.body = body
+	}
+	args := map[string]string{}
+	for i, r := range st.rcpts {
+		args[r] = st.rcptArgs[i]
+	}
+	job := &split.Job{
+		Digest: split.MessageDigest(s.sender, st.header, body.BodySum()),
+		Mail:   reinject.ParseMailArgs(s.sender, strings.Fields(st.mailArgs)),
+		Rcpt:   func(a string) reinject.Rcpt { return reinject.ParseRcptArgs(a, strings.Fields(args[a])) },
+		Header: st.header,
+		Copies: d.Copies,
+		Body:   body,
+	}
+	sp := &split.Splitter{Store: store, Reinject: reinject.Options{Address: s.cfg.Reinject.Address, Timeout: s.cfg.Reinject.Timeout}}
+	ctx, cancel := context.WithTimeout(context.Background(), splitBudget)
+	defer cancel()
+	out := sp.Run(ctx, job, func() { _ = m.Progress() })
+
+	s.server.metrics.SplitCopies(out.Sent)
+	if out.RecordErr != nil {
+		s.server.log.Error("copy handed over but not recorded: a retry after a crash would send it again",
+			slog.String("queue_id", queueID), slog.String("error", redact(out.RecordErr)))
+	}
+	removed := map[string]bool{}
+	for i, c := range d.Copies {
+		if !out.HandedOver[i] {
+			continue
+		}
+		for _, r := range c.Rcpts {
+			if removed[r] {
+				continue
+			}
+			removed[r] = true
+			if err := m.DeleteRecipient(r); err != nil {
+				return splitResult{}, fmt.Errorf("milter: remove recipient: %w", err)
+			}
+		}
+	}
+	left := 0
+	for _, r := range st.rcpts {
+		if !removed[r] {
+			left++
+		}
+	}
+	res := splitResult{edits: d.Edits, audit: &audit.Split{Copies: out.Sent + out.Before, Before: out.Before, Left: left}}
+	if out.Sent+out.Before > 0 {
+		res.edits = d.SplitEdits
+	}
+	res.discard = left == 0
+	if out.Failed > 0 {
+		reason := "reinject"
+		if errors.Is(out.Err, split.ErrRecords) {
+			reason = "state"
+		}
+		res.audit.Fallback = reason
+		s.server.metrics.SplitFallback(reason)
+		s.server.log.Warn("copies not handed over; their recipients get the original, hidden",
+			slog.String("queue_id", queueID), slog.Int("not_handed_over", out.Failed),
+			slog.Int("handed_over", out.Sent+out.Before), slog.String("error", redact(out.Err)))
+	}
+	return res, nil
+}
+
+// splitStores opens each state directory's records once, when the first
+// split needs them, and prunes them now and then.
+type splitStores struct {
+	mu     sync.Mutex
+	byDir  map[string]*split.Store
+	pruned map[string]time.Time
+	prunes sync.WaitGroup
+}
+
+func (ss *splitStores) get(c config.Split, log *slog.Logger) (*split.Store, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	st, ok := ss.byDir[c.StateDir]
+	if !ok {
+		var err error
+		if st, err = split.OpenStore(c.StateDir); err != nil {
+			return nil, err
+		}
+		if ss.byDir == nil {
+			ss.byDir, ss.pruned = map[string]*split.Store{}, map[string]time.Time{}
+		}
+		ss.byDir[c.StateDir] = st
+	}
+	if time.Since(ss.pruned[c.StateDir]) > splitPruneInterval {
+		ss.pruned[c.StateDir] = time.Now()
+		ss.prunes.Add(1)
+		go func() {
+			defer ss.prunes.Done()
+			n, err := st.Prune(time.Now().Add(-c.Retention))
+			if err != nil {
+				log.Error("cannot prune split records", slog.String("state_dir", c.StateDir), slog.Any("error", err))
+			} else if n > 0 {
+				log.Info("pruned split records", slog.String("state_dir", c.StateDir), slog.Int("records", n))
+			}
+		}()
+	}
+	return st, nil
+}
+
+// close closes every store, once running prunes are done.
+func (ss *splitStores) close() {
+	ss.prunes.Wait()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for dir, st := range ss.byDir {
+		st.Close()
+		delete(ss.byDir, dir)
+	}
+}
+
+// addrPattern finds addresses in error texts: Postfix's replies quote the
+// recipient.
+var addrPattern = regexp.MustCompile(`[^\s<>"'(),;:\[\]]+@([A-Za-z0-9.-]+)`)
+
+// redact renders an error for the log with each address reduced to its
+// domain: the log shows addresses only as audit.recipients allows, and
+// the domain is what every mode but none shows anyway.
+func redact(err error) string {
+	if err == nil {
+		return ""
+	}
+	return addrPattern.ReplaceAllString(err.Error(), "(an address at $1)")
+}

@@ -1,0 +1,139 @@
+package milter
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	gomilter "github.com/d--j/go-milter"
+
+	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/internal/miltertest"
+	"github.com/bccguard/bccguard/internal/postfixtest"
+	"github.com/bccguard/bccguard/policy"
+	"github.com/bccguard/bccguard/split"
+)
+
+// copies returns what the stand-in for Postfix's reinjection service
+// received, by recipient.
+func copies(sink *postfixtest.Sink) map[string]string {
+	got := map[string]string{}
+	for _, d := range sink.Deliveries() {
+		for _, r := range d.Rcpts {
+			got[r] = string(d.Data)
+		}
+	}
+	return got
+}
+
+func splitSnapshot(t *testing.T, reinjectAddr string) *config.Config {
+	c := snapshot(cityPolicy(t, func(s *policy.Settings) { s.Delivery = policy.DeliverySplit }))
+	c.Reinject = config.Reinject{Address: "inet:" + reinjectAddr, Timeout: 5 * time.Second}
+	c.Split = config.Split{MaxRecipients: 10, MaxMessageBytes: 1 << 20, StateDir: t.TempDir(), Retention: time.Hour}
+	return c
+}
+
+func modStrings(mods []gomilter.ModifyAction) []string {
+	out := make([]string, len(mods))
+	for i, m := range mods {
+		out[i] = m.String()
+	}
+	return out
+}
+
+// TestSplitNegotiationFollowsTheSnapshotAtConnect: body and recipient
+// events and recipient removal are asked for only on connections opened
+// while some rule uses split; a connection opened before keeps its lean
+// protocol and hides instead.
+func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	before := miltertest.Dial(t, "tcp", addr)
+	p.Store(splitSnapshot(t, sink.Addr()))
+	after := miltertest.Dial(t, "tcp", addr)
+	if !before.ProtocolOption(gomilter.OptNoBody) || !before.ProtocolOption(gomilter.OptNoRcptTo) || before.ActionOption(gomilter.OptRemoveRcpt) {
+		t.Error("a hide-only connection negotiated split's events")
+	}
+	if after.ProtocolOption(gomilter.OptNoBody) || after.ProtocolOption(gomilter.OptNoRcptTo) || !after.ActionOption(gomilter.OptRemoveRcpt) {
+		t.Error("a split connection lacks body, recipients or recipient removal")
+	}
+	msg := miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q1", Rcpts: []string{"a@ext.example", "b@ext.example", "bcc@ext.example"},
+		Header: [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example, B <b@ext.example>"}, {"Subject", "s"}}}
+
+	mods, act := before.Send(t, msg)
+	if act.Type != gomilter.ActionAccept || strings.Contains(strings.Join(modStrings(mods), "\n"), "DelRcpt") || len(copies(sink)) != 0 {
+		t.Errorf("old connection: %v %q, copies %v", act, modStrings(mods), copies(sink))
+	}
+
+	mods, act = after.Send(t, msg)
+	got := strings.Join(modStrings(mods), "\n")
+	if act.Type != gomilter.ActionAccept {
+		t.Fatalf("action %v", act)
+	}
+	for _, want := range []string{`DelRcpt "<a@ext.example>"`, `DelRcpt "<b@ext.example>"`, `"To" "undisclosed-recipients:;"`, `"X-BCCGuard" "split; to=2 external=2 moved=2 copies=2"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("modifications lack %s:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "bcc@") {
+		t.Errorf("the Bcc recipient was removed:\n%s", got)
+	}
+	rec := httptest.NewRecorder()
+	srv.metrics.Handler(func() error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{"bccguard_split_copies_total 2\n", `bccguard_split_fallbacks_total{reason="not_negotiated"} 0` + "\n", `bccguard_split_fallbacks_total{reason="reinject"} 0` + "\n"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	handed := copies(sink)
+	if len(handed) != 2 || !strings.Contains(handed["b@ext.example"], "\r\nTo: \"B\" <b@ext.example>\r\n") || !strings.HasSuffix(handed["a@ext.example"], "\r\n\r\nbody\r\n") {
+		t.Errorf("copies %q", handed)
+	}
+}
+
+func TestSplitDiscardsAnEmptyOriginal(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	addr, p, _ := startServer(t, cityPolicy(t, nil))
+	p.Store(splitSnapshot(t, sink.Addr()))
+	s := miltertest.Dial(t, "tcp", addr)
+	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q2", Rcpts: []string{"a@ext.example", "b@ext.example"},
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}})
+	if act.Type != gomilter.ActionDiscard {
+		t.Fatalf("action %v, mods %q", act, modStrings(mods))
+	}
+	if got := copies(sink); len(got) != 2 {
+		t.Errorf("copies %v", got)
+	}
+}
+
+// TestSplitPrunesOldRecords: the first split on a state directory prunes
+// records older than split.retention; newer ones stay.
+func TestSplitPrunesOldRecords(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	snap := splitSnapshot(t, sink.Addr())
+	st, err := split.OpenStore(snap.Split.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Record(split.Digest{1}, "old@ext.example", "Q", time.Now().Add(-2*time.Hour))
+	st.Record(split.Digest{2}, "new@ext.example", "Q", time.Now())
+	st.Close()
+
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	p.Store(snap)
+	s := miltertest.Dial(t, "tcp", addr)
+	s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q3", Rcpts: []string{"a@ext.example", "b@ext.example"},
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}})
+	srv.splitStores.close() // waits for the prune
+	st, err = split.OpenStore(snap.Split.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	old, _ := st.HandedOver(split.Digest{1})
+	recent, _ := st.HandedOver(split.Digest{2})
+	if len(old) != 0 || len(recent) != 1 || st.Count() != 3 {
+		t.Errorf("after the prune: old %v, recent %v, %d records (want the recent one and this message's two)", old, recent, st.Count())
+	}
+}

@@ -1,0 +1,224 @@
+package split
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/bccguard/bccguard/policy"
+	"github.com/bccguard/bccguard/reinject"
+)
+
+func TestStoreRecordsSurviveReopenAndArePruned(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, d2 := Digest{1}, Digest{2}
+	now := time.Now()
+	for _, r := range []struct {
+		d    Digest
+		rcpt string
+		at   time.Time
+	}{{d1, "A@x.example", now}, {d1, "b@x.example", now.Add(-3 * time.Hour)}, {d2, "a@x.example", now}} {
+		if err := s.Record(r.d, r.rcpt, "QID", r.at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s, err = OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.HandedOver(d1)
+	if err != nil || len(got) != 2 || !got["a@x.example"] || !got["b@x.example"] {
+		t.Fatalf("records of d1 after reopen: %v %v", got, err)
+	}
+	if n, err := s.Prune(now.Add(-2 * time.Hour)); n != 1 || err != nil {
+		t.Fatalf("pruned %d (%v), want 1", n, err)
+	}
+	if got, _ := s.HandedOver(d1); len(got) != 1 || !got["a@x.example"] {
+		t.Errorf("after prune: %v", got)
+	}
+	if got, _ := s.HandedOver(Digest{3}); len(got) != 0 {
+		t.Errorf("unknown digest: %v", got)
+	}
+}
+
+func TestSpoolGoesToAFileWhenLarge(t *testing.T) {
+	dir := t.TempDir()
+	small := NewSpool(dir)
+	small.Write([]byte("hello\r\n"))
+	if small.InFile() {
+		t.Error("a small body went to a file")
+	}
+	big := NewSpool(dir)
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	var want []byte
+	for big.Size() <= MemoryLimit {
+		if _, err := big.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, chunk...)
+	}
+	if !big.InFile() {
+		t.Fatal("a large body stayed in memory")
+	}
+	for range 2 {
+		got, _ := io.ReadAll(big.Reader())
+		if !bytes.Equal(got, want) {
+			t.Fatalf("read back %d bytes, want %d", len(got), len(want))
+		}
+	}
+	big.Close()
+	small.Close()
+}
+
+func TestDigestIgnoresWhatChangesOnRetry(t *testing.T) {
+	h1 := []policy.Field{{Name: "Received", Value: "by mx id AAA111"}, {Name: "Message-ID", Value: "<x@y>"}, {Name: "Subject", Value: "s"}}
+	h2 := []policy.Field{{Name: "Received", Value: "by mx id BBB222"}, {Name: "Message-ID", Value: "<x@y>"}, {Name: "Subject", Value: "s"}}
+	if MessageDigest("a@b", h1, []byte{1}) != MessageDigest("a@b", h2, []byte{1}) {
+		t.Error("a retry has another digest")
+	}
+	// Messages without their own Message-ID get one from Postfix per
+	// attempt: never taken for one another.
+	gen1 := []policy.Field{h1[0], {Name: "Message-ID", Value: "<20261202.AAA111@mx>"}}
+	gen2 := []policy.Field{h2[0], {Name: "Message-ID", Value: "<20261202.BBB222@mx>"}}
+	if MessageDigest("a@b", gen1, []byte{1}) == MessageDigest("a@b", gen2, []byte{1}) {
+		t.Error("two attempts with Message-IDs made up by Postfix have one digest")
+	}
+	for name, d := range map[string]Digest{
+		"sender":  MessageDigest("c@b", h1, []byte{1}),
+		"body":    MessageDigest("a@b", h1, []byte{2}),
+		"subject": MessageDigest("a@b", append(h1[:2:2], policy.Field{Name: "Subject", Value: "t"}), []byte{1}),
+	} {
+		if d == MessageDigest("a@b", h1, []byte{1}) {
+			t.Errorf("another %s, same digest", name)
+		}
+	}
+}
+
+// smtpServer records the recipients of what it accepts and refuses
+// recipients starting with "refuse".
+type smtpServer struct {
+	addr  string
+	mu    sync.Mutex
+	rcpts []string
+	data  []string
+}
+
+type smtpSession struct {
+	s    *smtpServer
+	rcpt string
+}
+
+func (ss *smtpSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if strings.HasPrefix(to, "refuse") {
+		return &smtp.SMTPError{Code: 550, Message: "no"}
+	}
+	ss.rcpt = to
+	return nil
+}
+func (ss *smtpSession) Data(r io.Reader) error {
+	b, _ := io.ReadAll(r)
+	ss.s.mu.Lock()
+	ss.s.rcpts = append(ss.s.rcpts, ss.rcpt)
+	ss.s.data = append(ss.s.data, string(b))
+	ss.s.mu.Unlock()
+	return nil
+}
+func (ss *smtpSession) Reset()        {}
+func (ss *smtpSession) Logout() error { return nil }
+
+func startSMTP(t *testing.T) *smtpServer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &smtpServer{addr: l.Addr().String()}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &smtpSession{s: s}, nil }))
+	srv.Domain = "test.invalid"
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+func TestRunHandsOverRecordsAndSkipsOnRetry(t *testing.T) {
+	srv := startSMTP(t)
+	store, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	header := []policy.Field{{Name: "From", Value: "s@city.example"}, {Name: "To", Value: "a@x.example, refuse@x.example, b@x.example"}, {Name: "Subject", Value: "hi"}}
+	var copies []policy.Copy
+	for _, r := range []string{"a@x.example", "refuse@x.example", "b@x.example"} {
+		copies = append(copies, policy.Copy{Rcpts: []string{r}, To: r, Edits: []policy.Edit{{Op: policy.EditChange, Name: "To", Index: 1, Value: r}}})
+	}
+	body := NewSpool(t.TempDir())
+	body.Write([]byte("line\r\n.dot\r\n"))
+	job := &Job{Digest: Digest{9}, Mail: reinject.Mail{From: "s@city.example"}, Header: header, Copies: copies, Body: body,
+		Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
+	sp := &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: 5 * time.Second}}
+	progress := 0
+	out := sp.Run(context.Background(), job, func() { progress++ })
+	if out.Sent != 2 || out.Failed != 1 || out.Before != 0 || out.Err == nil || progress != 3 ||
+		!out.HandedOver[0] || out.HandedOver[1] || !out.HandedOver[2] {
+		t.Fatalf("first run %+v (progress %d)", out, progress)
+	}
+	if srv.data[0] != "From: s@city.example\r\nTo: a@x.example\r\nSubject: hi\r\n\r\nline\r\n.dot\r\n" {
+		t.Errorf("copy %q", srv.data[0])
+	}
+	// The retry: only the refused one is tried again.
+	out = sp.Run(context.Background(), job, nil)
+	if out.Sent != 0 || out.Before != 2 || out.Failed != 1 {
+		t.Fatalf("retry %+v", out)
+	}
+	if len(srv.rcpts) != 2 {
+		t.Errorf("server got %q", srv.rcpts)
+	}
+	// Service down: nothing handed over.
+	sp.Reinject.Address = "inet:127.0.0.1:1"
+	job.Digest = Digest{10}
+	if out := sp.Run(context.Background(), job, nil); out.Sent != 0 || out.Failed != 3 || out.Err == nil {
+		t.Errorf("service down: %+v", out)
+	}
+}
+
+// BenchmarkRecord measures the window left open after a crash: from
+// Postfix's 250 to a copy until its record is on disk (one bbolt commit
+// with fsync). BCCGUARD_BENCH_DIR puts the records on the disk to measure
+// (t.TempDir() may be a tmpfs).
+func BenchmarkRecord(b *testing.B) {
+	dir := os.Getenv("BCCGUARD_BENCH_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	} else {
+		dir, _ = os.MkdirTemp(dir, "bench-")
+		defer os.RemoveAll(dir)
+	}
+	s, err := OpenStore(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var d Digest
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		d[0], d[1], d[2] = byte(i), byte(i>>8), byte(i>>16)
+		if err := s.Record(d, "someone@ext.example", "4ABCDEF", time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package split
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// StoreFile is the name of the records database in the state directory.
+const StoreFile = "split.db"
+
+var bucket = []byte("handed_over")
+
+// Store is the durable record of copies handed over, one entry per
+// (message digest, recipient). It is safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+}
+
+// OpenStore opens (or creates) the records in dir. Only one process may
+// have them open: a second one waits up to 5 seconds and then fails.
+func OpenStore(dir string) (*Store, error) {
+	path := filepath.Join(dir, StoreFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("split: open records %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucket)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("split: open records %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// key is the digest, then the recipient lower-cased: one message's
+// entries are neighbours, found with one seek.
+func key(d Digest, rcpt string) []byte {
+	k := make([]byte, 0, len(d)+len(rcpt))
+	k = append(k, d[:]...)
+	return append(k, strings.ToLower(rcpt)...)
+}
+
+// HandedOver returns the recipients (lower-cased) of the message d whose
+// copies were handed over before, within the retention.
+func (s *Store) HandedOver(d Digest) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucket).Cursor()
+		for k, _ := c.Seek(d[:]); k != nil && bytes.HasPrefix(k, d[:]); k, _ = c.Next() {
+			out[string(k[len(d):])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("split: read records: %w", err)
+	}
+	return out, nil
+}
+
+// Record notes that rcpt's copy of message d was handed over; it returns
+// once the record is on disk.
+func (s *Store) Record(d Digest, rcpt, queueID string, at time.Time) error {
+	v := binary.BigEndian.AppendUint64(nil, uint64(at.Unix()))
+	v = append(v, queueID...)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).Put(key(d, rcpt), v)
+	})
+	if err != nil {
+		return fmt.Errorf("split: write record: %w", err)
+	}
+	return nil
+}
+
+// Prune deletes records made before cutoff and returns how many.
+func (s *Store) Prune(before time.Time) (int, error) {
+	cutoff := before.Unix()
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucket).Cursor()
+		for k, v := c.First(); k != nil; {
+			if len(v) < 8 || int64(binary.BigEndian.Uint64(v)) < cutoff {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+				// Delete moves the cursor to the next entry.
+				k, v = c.Seek(k)
+				continue
+			}
+			k, v = c.Next()
+		}
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("split: prune records: %w", err)
+	}
+	return n, nil
+}
+
+// Count returns the number of records, for tests and logs.
+func (s *Store) Count() int {
+	n := 0
+	s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucket).Stats().KeyN
+		return nil
+	})
+	return n
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
+}
