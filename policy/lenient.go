@@ -1,14 +1,9 @@
 package policy
 
 import (
-	"io"
-	"mime"
 	"slices"
 	"strings"
-	"unicode"
 	"unicode/utf8"
-
-	"github.com/emersion/go-message/charset"
 )
 
 // This file reads a field as a person reads it: every address that a
@@ -43,18 +38,6 @@ func LenientAddresses(s string) []Address {
 func visibleAddresses(s string) []Address {
 	return appendBare(fullWidthAts(s), LenientAddresses(s))
 }
-
-// fullWidthAts replaces the full-width commercial at (U+FF20) and the
-// small one (U+FE6B) by "@": Japanese input methods type them, and a
-// reader takes `b＠ext.example` for an address.
-func fullWidthAts(s string) string {
-	if strings.Contains(s, "\uff20") || strings.Contains(s, "\ufe6b") {
-		return fullWidthAtReplacer.Replace(s)
-	}
-	return s
-}
-
-var fullWidthAtReplacer = strings.NewReplacer("\uff20", "@", "\ufe6b", "@")
 
 // findAddrSpecs appends the addr-specs of s to out, in order. With names
 // set, s is display-name or comment text (decoded encoded-words).
@@ -156,24 +139,6 @@ func followedByAngle(s string, i int) bool {
 	return i < len(s) && s[i] == '<'
 }
 
-// nameLocalPart trims a local part found in a display name or comment to
-// the ASCII letters, digits and `._-+%!` that end it: `'a`, `（a`,
-// `山田太郎a` and `Yamada/a` are `a`, as a reader sees it.
-func nameLocalPart(local string) string {
-	i := len(local)
-	for i > 0 && nameLocal[local[i-1]] {
-		i--
-	}
-	return strings.TrimLeft(local[i:], ".-")
-}
-
-var nameLocal = func() (t [256]bool) {
-	for c := range t {
-		t[c] = isAlnum(byte(c)) || strings.IndexByte("._-+%!", byte(c)) >= 0
-	}
-	return t
-}()
-
 // quoteState follows quoted strings from left to right.
 type quoteState struct {
 	valid bool // the value is valid UTF-8
@@ -229,116 +194,6 @@ func jisEnd(s string, i int) int {
 		i++
 	}
 	return i
-}
-
-// runeClass says what a character outside ASCII is inside an address.
-type runeClass int
-
-const (
-	// runeText may be part of a local part or a domain label: letters,
-	// marks and digits of any script, and bytes that are not UTF-8
-	// (Shift_JIS, EUC-JP, Latin-1 text).
-	runeText runeClass = iota
-	// runeDot is a label dot in a domain: the ideographic full stop 。,
-	// the full-width ．and the half-width ｡, which UTS #46 maps to ".".
-	runeDot
-	// runeBreak ends an address: white space of any kind, punctuation
-	// (Japanese separators 、，､・；), symbols (☆ →), format characters
-	// such as the zero width space, line and paragraph separators. A
-	// reader sees the addresses on either side apart; no registry allows
-	// these in a domain name.
-	runeBreak
-)
-
-// classifyRune returns the class and the length of the character at s[i],
-// a byte of at least 0x80.
-func classifyRune(s string, i int) (runeClass, int) {
-	r, n := utf8.DecodeRuneInString(s[i:])
-	return classOf(r, n), n
-}
-
-// classifyRuneBefore is classifyRune for the character that ends at s[j].
-func classifyRuneBefore(s string, j int) (runeClass, int) {
-	r, n := utf8.DecodeLastRuneInString(s[:j])
-	return classOf(r, n), n
-}
-
-func classOf(r rune, n int) runeClass {
-	switch {
-	case r == utf8.RuneError && n <= 1:
-		return runeText
-	case r == '\u3002' || r == '\uff0e' || r == '\uff61':
-		return runeDot
-	case unicode.IsLetter(r) || unicode.IsMark(r) || unicode.IsNumber(r):
-		return runeText
-	}
-	return runeBreak
-}
-
-// atomStart returns the start of the run of atext characters and dots
-// that ends at j, not before floor, stopping at any character that breaks
-// an address (see runeBreak).
-func atomStart(s string, j, floor int) int {
-	for j > floor && atext[s[j-1]] {
-		if s[j-1] >= 0x80 {
-			class, n := classifyRuneBefore(s, j)
-			if class != runeText || j-n < floor {
-				break
-			}
-			j -= n
-			continue
-		}
-		j--
-	}
-	return j
-}
-
-// labelEnd returns the end of the domain label that starts at i. Outside
-// names a label is ASCII atext and any text character (runeText). In a
-// display name or comment (names) it is what a hostname holds: a label
-// that starts in ASCII is letters, digits, "-" and "_" and ends where
-// other text starts (`a@ext.example様` is in ext.example); one that starts
-// with another script goes on with its letters (`例え.jp`).
-func labelEnd(s string, i int, names bool) int {
-	start := i
-	for i < len(s) {
-		c := s[i]
-		if c < 0x80 {
-			if c == '.' || !atext[c] || names && !isAlnum(c) && c != '-' && c != '_' {
-				break
-			}
-			i++
-			continue
-		}
-		class, n := classifyRune(s, i)
-		if class != runeText || names && i > start && s[start] < 0x80 {
-			break
-		}
-		i += n
-	}
-	if names {
-		for i > start && s[i-1] == '-' {
-			i--
-		}
-	}
-	return i
-}
-
-// dotLen returns the length of the label dot at s[i] ("." or one of the
-// ideographic dots, see runeDot), or 0.
-func dotLen(s string, i int) int {
-	if i >= len(s) {
-		return 0
-	}
-	if s[i] == '.' {
-		return 1
-	}
-	if s[i] >= 0x80 {
-		if class, n := classifyRune(s, i); class == runeDot {
-			return n
-		}
-	}
-	return 0
 }
 
 // skipCFWS skips blanks and simple comments (without nested parentheses
@@ -615,95 +470,4 @@ func appendBare(s string, out []Address) []Address {
 	}
 	end(len(s))
 	return out
-}
-
-// wordDecoder decodes RFC 2047 encoded-words in the charsets go-message
-// knows (UTF-8, ISO-2022-JP, Shift_JIS, EUC-JP, ...), with or without an
-// RFC 2231 language (`=?UTF-8*ja?Q?...?=`), which clients show decoded.
-var wordDecoder = mime.WordDecoder{CharsetReader: func(cs string, r io.Reader) (io.Reader, error) {
-	cs = withoutLanguage(cs)
-	if strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "us-ascii") {
-		return r, nil
-	}
-	conv, err := charset.Reader(cs, r)
-	return smallCopy{conv}, err
-}}
-
-// smallCopy lets the word decoder's io.Copy read a converted word without
-// its 32 KiB copy buffer, allocated per word: an encoded-word is at most a
-// few hundred bytes.
-type smallCopy struct{ io.Reader }
-
-func (c smallCopy) WriteTo(w io.Writer) (int64, error) {
-	b, err := io.ReadAll(c.Reader)
-	if err != nil {
-		return 0, err
-	}
-	n, err := w.Write(b)
-	return int64(n), err
-}
-
-// withoutLanguage removes an RFC 2231 language ("*ja") from a charset.
-func withoutLanguage(cs string) string {
-	if i := strings.IndexByte(cs, '*'); i >= 0 {
-		return cs[:i]
-	}
-	return cs
-}
-
-// decodedWords returns the decoded text of the encoded-words in s that may
-// hide an address (see mayHideAddress), each followed by a space; words
-// that do not decode are left out (the raw text was scanned already).
-// Converting a charset costs far more than looking at the bytes: Japanese
-// names, the usual encoded-words, are not converted.
-func decodedWords(s string) string {
-	var b strings.Builder
-	for i := 0; ; {
-		j := strings.Index(s[i:], "=?")
-		if j < 0 {
-			return b.String()
-		}
-		start := i + j
-		end, stop := encodedWordEnd(s, start)
-		if end < 0 {
-			// No encoded-word starts between start and stop either.
-			i = max(stop, start+2)
-			continue
-		}
-		if !mayHideAddress(s[start:end]) {
-			i = end
-			continue
-		}
-		if dec, err := wordDecoder.Decode(s[start:end]); err == nil {
-			b.WriteString(dec)
-			b.WriteByte(' ')
-		}
-		i = end
-	}
-}
-
-// encodedWordEnd returns the end of the encoded-word `=?charset?e?text?=`
-// at s[start], or -1 and where the scan stopped: at a blank, which no
-// encoded-word holds.
-func encodedWordEnd(s string, start int) (end, stop int) {
-	i := start + 2
-	for part := 0; part < 2; part++ {
-		for i < len(s) && s[i] != '?' {
-			if s[i] <= ' ' {
-				return -1, i
-			}
-			i++
-		}
-		i++ // '?'
-	}
-	for i+1 < len(s) {
-		switch {
-		case s[i] <= ' ':
-			return -1, i
-		case s[i] == '?' && s[i+1] == '=':
-			return i + 2, i + 2
-		}
-		i++
-	}
-	return -1, len(s)
 }
