@@ -131,7 +131,18 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	if p.domainUpper {
 		domain = normalizedOrRaw(domain)
 	}
-	p.out = append(p.out, Address{Addr: addr, Domain: domain, lower: p.lower})
+	// Field by field rather than an append of a whole Address: while the
+	// collector runs, copying a struct with pointers goes through a bulk
+	// write barrier that costs more than reading the address. The result
+	// was sized for every "@" of the field, so it does not grow here.
+	n := len(p.out)
+	if n < cap(p.out) {
+		p.out = p.out[:n+1]
+	} else {
+		p.out = append(p.out, Address{})
+	}
+	a := &p.out[n]
+	a.Addr, a.Domain, a.lower = addr, domain, p.lower
 	return true
 }
 
