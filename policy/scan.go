@@ -216,6 +216,13 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 func plainQuotedEnd(s string, from int) int {
 	encoded := false
 	for k := from; k < len(s); k++ {
+		// Plain text is nearly all of it: a tight loop over it first.
+		for k < len(s) && quotedClass[s[k]] == quotedPlain {
+			k++
+		}
+		if k == len(s) {
+			break
+		}
 		switch quotedClass[s[k]] {
 		case quotedEnd:
 			if encoded && mayHideAddress(s[from:k]) {
@@ -274,41 +281,45 @@ func (p *scanner) addrSpecFrom(start int, upper bool) (string, bool) {
 // whether it is a valid dot-atom (not empty, no leading, trailing or
 // double dot).
 func dotAtomEnd(s string, i int) (end int, upper, ok bool) {
-	start, dot := i, true // a leading dot is invalid
-	for ; i < len(s); i++ {
-		switch atomClass[s[i]] {
-		case classAtext:
-			dot = false
-		case classDot:
-			if dot {
-				return i, upper, false
+	var seen uint8 // the classes of the atext read, for classUpper
+	for {
+		// One atom: a tight loop over atext, the dots between atoms
+		// handled once each.
+		start := i
+		for i < len(s) {
+			c := atomClass[s[i]]
+			if c&classAtext == 0 {
+				break
 			}
-			dot = true
-		case classUpper:
-			upper, dot = true, false
-		default:
-			return i, upper, i > start && !dot
+			seen |= c
+			i++
 		}
+		upper = seen&classUpper != 0
+		if i == start {
+			// Empty atom: nothing at all, a leading, trailing or double dot.
+			return i, upper, false
+		}
+		if i == len(s) || s[i] != '.' {
+			return i, upper, true
+		}
+		i++
 	}
-	return i, upper, i > start && !dot
 }
 
+// The classes of atomClass are bits: every capital is atext too.
 const (
-	classNone  = iota // not ASCII atext
-	classAtext        // atext other than a capital
-	classUpper        // A to Z
-	classDot          // '.'
+	classAtext = 1 << iota // ASCII atext
+	classUpper             // A to Z
 )
 
-// atomClass classifies the bytes of ASCII dot-atoms for dotAtomEnd.
+// atomClass classifies the bytes of ASCII dot-atoms for dotAtomEnd; '.' and
+// everything that is not ASCII atext are 0.
 var atomClass = func() (t [256]uint8) {
 	for c := range t {
 		switch {
-		case c == '.':
-			t[c] = classDot
 		case 'A' <= c && c <= 'Z':
-			t[c] = classUpper
-		case c < 0x80 && isAtextByte(byte(c), false):
+			t[c] = classAtext | classUpper
+		case c != '.' && c < 0x80 && isAtextByte(byte(c), false):
 			t[c] = classAtext
 		}
 	}
