@@ -162,9 +162,12 @@ type span struct{ start, end int }
 func (p *scanner) eof() bool { return p.i >= len(p.s) }
 
 func (p *scanner) skipWS() {
-	for p.i < len(p.s) && blank[p.s[p.i]] {
-		p.i++
+	// On locals: a loop on p.i would load and store it at every byte.
+	s, i := p.s, p.i
+	for i < len(s) && blank[s[i]] {
+		i++
 	}
+	p.i = i
 }
 
 // blank holds the bytes skipWS skips: blanks and line breaks.
