@@ -198,6 +198,7 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	if err != nil {
 		return fallback("state", err)
 	}
+	defer s.server.splitStores.running.Done()
 	body := st.body
 	if body == nil {
 		// No body chunk came: the body is empty.
@@ -266,35 +267,69 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	return res, nil
 }
 
-// splitStores opens each state directory's records once, when the first
-// split needs them, and prunes them now and then.
+// splitStores opens each state directory's records once, and prunes them
+// now and then. A store that cannot be opened (damaged, locked, not
+// ours) is not tried again until restart: every split on it falls back to
+// hide, which loses and leaks nothing; a panic inside bbolt's Open leaves
+// the file locked, so a second try would only wait out its timeout.
 type splitStores struct {
 	mu     sync.Mutex
-	byDir  map[string]*split.Store
-	pruned map[string]time.Time
+	byDir  map[string]*storeEntry
 	prunes sync.WaitGroup
+	// running counts splits in progress: the stores are closed only
+	// after they have returned (and written their last record).
+	running sync.WaitGroup
+	closed  bool
 }
 
+type storeEntry struct {
+	once   sync.Once
+	store  *split.Store
+	err    error
+	pruned time.Time
+}
+
+// open returns the records of c.StateDir, opening them on first use. The
+// open runs outside mu: one slow or stuck state directory does not hold
+// up splits on another.
+func (ss *splitStores) open(c config.Split) (*storeEntry, error) {
+	ss.mu.Lock()
+	if ss.closed {
+		ss.mu.Unlock()
+		return nil, errors.New("milter: shutting down")
+	}
+	e, ok := ss.byDir[c.StateDir]
+	if !ok {
+		if ss.byDir == nil {
+			ss.byDir = map[string]*storeEntry{}
+		}
+		e = &storeEntry{}
+		ss.byDir[c.StateDir] = e
+	}
+	ss.mu.Unlock()
+	e.once.Do(func() { e.store, e.err = split.OpenStore(c.StateDir) })
+	return e, e.err
+}
+
+// get returns the store for a split and starts a prune when one is due.
+// The caller must call ss.running.Done when the split is over.
 func (ss *splitStores) get(c config.Split, log *slog.Logger) (*split.Store, error) {
+	e, err := ss.open(c)
+	if err != nil {
+		return nil, err
+	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	st, ok := ss.byDir[c.StateDir]
-	if !ok {
-		var err error
-		if st, err = split.OpenStore(c.StateDir); err != nil {
-			return nil, err
-		}
-		if ss.byDir == nil {
-			ss.byDir, ss.pruned = map[string]*split.Store{}, map[string]time.Time{}
-		}
-		ss.byDir[c.StateDir] = st
+	if ss.closed {
+		return nil, errors.New("milter: shutting down")
 	}
-	if time.Since(ss.pruned[c.StateDir]) > splitPruneInterval {
-		ss.pruned[c.StateDir] = time.Now()
+	ss.running.Add(1)
+	if time.Since(e.pruned) > splitPruneInterval {
+		e.pruned = time.Now()
 		ss.prunes.Add(1)
 		go func() {
 			defer ss.prunes.Done()
-			n, err := st.Prune(time.Now().Add(-c.Retention))
+			n, err := e.store.Prune(time.Now().Add(-c.Retention))
 			if err != nil {
 				log.Error("cannot prune split records", slog.String("state_dir", c.StateDir), slog.Any("error", err))
 			} else if n > 0 {
@@ -302,18 +337,37 @@ func (ss *splitStores) get(c config.Split, log *slog.Logger) (*split.Store, erro
 			}
 		}()
 	}
-	return st, nil
+	return e.store, nil
 }
 
-// close closes every store, once running prunes are done.
+// close closes every store, once running splits and prunes are done.
 func (ss *splitStores) close() {
+	ss.mu.Lock()
+	ss.closed = true
+	ss.mu.Unlock()
+	ss.running.Wait()
 	ss.prunes.Wait()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	for dir, st := range ss.byDir {
-		st.Close()
+	for dir, e := range ss.byDir {
+		if e.store != nil {
+			e.store.Close()
+		}
 		delete(ss.byDir, dir)
 	}
+}
+
+// OpenSplitStore opens and reads the records of the state directory of c
+// when c uses split, so that a damaged or unusable split.db is reported
+// when the daemon starts (or a reload turns split on), not at the first
+// split. The error is for the log: the daemon keeps running and every
+// message to split is hidden instead (see docs/reliability.md).
+func (s *Server) OpenSplitStore(c *config.Config) error {
+	if c == nil || c.Policy == nil || !c.Policy.UsesSplit() {
+		return nil
+	}
+	_, err := s.splitStores.open(c.Split)
+	return err
 }
 
 // addrPattern finds addresses in error texts: Postfix's replies quote the

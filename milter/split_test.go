@@ -2,6 +2,8 @@ package milter
 
 import (
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +137,37 @@ func TestSplitPrunesOldRecords(t *testing.T) {
 	recent, _ := st.HandedOver(split.Digest{2})
 	if len(old) != 0 || len(recent) != 1 || st.Count() != 3 {
 		t.Errorf("after the prune: old %v, recent %v, %d records (want the recent one and this message's two)", old, recent, st.Count())
+	}
+}
+
+// TestSplitOnDamagedRecordsHides: a split.db bbolt cannot read is reported
+// by OpenSplitStore (the daemon calls it at start) and every message to
+// split is hidden instead: no crash, no copy, nothing lost.
+func TestSplitOnDamagedRecordsHides(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	snap := splitSnapshot(t, sink.Addr())
+	bad := make([]byte, 4*4096)
+	for i := range bad {
+		bad[i] = 0xa5
+	}
+	if err := os.WriteFile(filepath.Join(snap.Split.StateDir, split.StoreFile), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	p.Store(snap)
+	if err := srv.OpenSplitStore(snap); err == nil {
+		t.Fatal("a damaged split.db opened without an error")
+	}
+	s := miltertest.Dial(t, "tcp", addr)
+	for _, q := range []string{"Q4", "Q5"} {
+		mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: q, Rcpts: []string{"a@ext.example", "b@ext.example"},
+			Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<m1@city.example.jp>"}}})
+		got := strings.Join(modStrings(mods), "\n")
+		if act.Type != gomilter.ActionAccept || strings.Contains(got, "DelRcpt") || !strings.Contains(got, `"To" "undisclosed-recipients:;"`) {
+			t.Errorf("%s: action %v, mods %s", q, act, got)
+		}
+	}
+	if got := copies(sink); len(got) != 0 {
+		t.Errorf("copies handed over without records: %v", got)
 	}
 }
