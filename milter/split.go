@@ -220,7 +220,19 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	sp := &split.Splitter{Store: store, Reinject: reinject.Options{Address: s.cfg.Reinject.Address, Timeout: s.cfg.Reinject.Timeout}}
 	ctx, cancel := context.WithTimeout(context.Background(), splitBudget)
 	defer cancel()
-	out := sp.Run(ctx, job, func() { _ = m.Progress() })
+	out := sp.Run(ctx, job, func() error {
+		// Stop handing over copies once the daemon is stopping or the
+		// milter connection is gone: Postfix would tempfail the
+		// original and the retry would find only the records written
+		// so far. Stopping between copies keeps every copy recorded;
+		// the rest go out on the hidden original, if the session lives.
+		select {
+		case <-s.server.stopping:
+			return errStopped
+		default:
+		}
+		return m.Progress()
+	})
 
 	s.server.metrics.SplitCopies(out.Sent)
 	if out.RecordErr != nil {
@@ -255,7 +267,9 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	res.discard = left == 0
 	if out.Failed > 0 {
 		reason := "reinject"
-		if errors.Is(out.Err, split.ErrRecords) {
+		if errors.Is(out.Err, errStopped) {
+			reason = "shutdown"
+		} else if errors.Is(out.Err, split.ErrRecords) {
 			reason = "state"
 		}
 		res.audit.Fallback = reason
@@ -266,6 +280,9 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	}
 	return res, nil
 }
+
+// errStopped ends a split when the daemon begins to stop.
+var errStopped = errors.New("bccguard is stopping")
 
 // splitStores opens each state directory's records once, and prunes them
 // now and then. A store that cannot be opened (damaged, locked, not

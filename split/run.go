@@ -53,10 +53,15 @@ type Splitter struct {
 }
 
 // Run hands over every copy not yet recorded, over one connection, and
-// records each one Postfix accepted. progress is called after each copy
-// (the milter tells Postfix it is still working). It gives up on the rest
-// when ctx ends.
-func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
+// records each one Postfix accepted. progress is called before each copy
+// after the first (the milter tells Postfix it is still working); when it
+// returns an error (the milter connection is gone, the daemon is stopping)
+// no further copy is handed over and the rest count as failed: their
+// recipients stay on the original. Unlike ctx, which gives up on the rest
+// when it ends and may cut a copy between its final dot and Postfix's
+// 250, progress never interrupts a copy, so each one handed over is also
+// recorded.
+func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Outcome {
 	out := Outcome{HandedOver: make([]bool, len(job.Copies))}
 	done, err := s.Store.HandedOver(job.Digest)
 	if err != nil {
@@ -108,7 +113,16 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 			}
 		}()
 	}
-	for _, i := range pending {
+	for n, i := range pending {
+		if n > 0 && progress != nil {
+			if err := progress(); err != nil {
+				out.Failed += len(pending) - n
+				if out.Err == nil {
+					out.Err = fmt.Errorf("split: stopped: %w", err)
+				}
+				break
+			}
+		}
 		c := job.Copies[i]
 		header := policy.FormatHeader(policy.Apply(job.Header, c.Edits))
 		tx := reinject.Transaction{
@@ -118,9 +132,6 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 			BeforeEnd: waitRecord,
 		}
 		res := client.Send(&tx)
-		if progress != nil {
-			progress()
-		}
 		if !res.HandedOver {
 			out.Failed++
 			if out.Err == nil {

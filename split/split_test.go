@@ -3,6 +3,7 @@ package split
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -172,8 +173,8 @@ func TestRunHandsOverRecordsAndSkipsOnRetry(t *testing.T) {
 		Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
 	sp := &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: 5 * time.Second}}
 	progress := 0
-	out := sp.Run(context.Background(), job, func() { progress++ })
-	if out.Sent != 2 || out.Failed != 1 || out.Before != 0 || out.Err == nil || progress != 3 ||
+	out := sp.Run(context.Background(), job, func() error { progress++; return nil })
+	if out.Sent != 2 || out.Failed != 1 || out.Before != 0 || out.Err == nil || progress != 2 ||
 		!out.HandedOver[0] || out.HandedOver[1] || !out.HandedOver[2] {
 		t.Fatalf("first run %+v (progress %d)", out, progress)
 	}
@@ -193,6 +194,38 @@ func TestRunHandsOverRecordsAndSkipsOnRetry(t *testing.T) {
 	job.Digest = Digest{10}
 	if out := sp.Run(context.Background(), job, nil); out.Sent != 0 || out.Failed != 3 || out.Err == nil {
 		t.Errorf("service down: %+v", out)
+	}
+}
+
+// TestRunStopsBetweenCopies: once progress fails (the milter connection is
+// gone, the daemon is stopping), no further copy is handed over, and each
+// one handed over before is recorded: the retry sends only the rest.
+func TestRunStopsBetweenCopies(t *testing.T) {
+	srv := startSMTP(t)
+	store, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var copies []policy.Copy
+	for _, r := range []string{"a@x.example", "b@x.example", "c@x.example"} {
+		copies = append(copies, policy.Copy{Rcpts: []string{r}, To: r})
+	}
+	body := NewSpool(t.TempDir())
+	body.Write([]byte("body\r\n"))
+	job := &Job{Digest: Digest{11}, Mail: reinject.Mail{From: "s@city.example"}, Header: []policy.Field{{Name: "To", Value: "a@x.example"}},
+		Copies: copies, Body: body, Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
+	sp := &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: 5 * time.Second}}
+	stop := errors.New("connection gone")
+	out := sp.Run(context.Background(), job, func() error { return stop })
+	if out.Sent != 1 || out.Failed != 2 || !errors.Is(out.Err, stop) || !out.HandedOver[0] || out.HandedOver[1] {
+		t.Fatalf("stopped run %+v", out)
+	}
+	if got, _ := store.HandedOver(Digest{11}); len(got) != 1 || !got["a@x.example"] {
+		t.Errorf("records after the stop: %v", got)
+	}
+	if len(srv.rcpts) != 1 {
+		t.Errorf("server got %q", srv.rcpts)
 	}
 }
 
