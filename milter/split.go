@@ -236,7 +236,7 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 
 	s.server.metrics.SplitCopies(out.Sent)
 	if out.RecordErr != nil {
-		s.server.log.Error("copy handed over but not recorded: a retry after a crash would send it again",
+		s.server.log.Error("copy handed over but not recorded: a retry after a crash would send it again; no further copy handed over",
 			slog.String("queue_id", queueID), slog.String("error", redact(out.RecordErr)))
 	}
 	removed := map[string]bool{}
@@ -267,7 +267,9 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	res.discard = left == 0
 	if out.Failed > 0 {
 		reason := "reinject"
-		if errors.Is(out.Err, errStopped) {
+		if out.RecordErr != nil {
+			reason = "record"
+		} else if errors.Is(out.Err, errStopped) {
 			reason = "shutdown"
 		} else if errors.Is(out.Err, split.ErrRecords) {
 			reason = "state"

@@ -92,13 +92,17 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Out
 	// finished before that copy's final dot: the fsync does not hold up
 	// the next copy, and at any moment at most one copy of this message
 	// is in Postfix's queue without its record (the window).
+	// A record that failed (disk full, damaged file) stops the split:
+	// waitRecord's error makes the next copy end without its final dot
+	// (Postfix discards it), and no further copy is tried. A copy without
+	// a record would be sent again by a retry.
 	var recorded chan struct{}
 	waitRecord := func() error {
 		if recorded != nil {
 			<-recorded
 			recorded = nil
 		}
-		return nil
+		return out.RecordErr
 	}
 	defer waitRecord()
 	record := func(rcpt, queueID string) {
@@ -113,15 +117,18 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Out
 			}
 		}()
 	}
+	var recordErr error // RecordErr, read only after waitRecord
 	for n, i := range pending {
-		if n > 0 && progress != nil {
-			if err := progress(); err != nil {
-				out.Failed += len(pending) - n
-				if out.Err == nil {
-					out.Err = fmt.Errorf("split: stopped: %w", err)
-				}
-				break
+		stop := recordErr
+		if stop == nil && n > 0 && progress != nil {
+			stop = progress()
+		}
+		if stop != nil {
+			out.Failed += len(pending) - n
+			if out.Err == nil {
+				out.Err = fmt.Errorf("split: stopped: %w", stop)
 			}
+			break
 		}
 		c := job.Copies[i]
 		header := policy.FormatHeader(policy.Apply(job.Header, c.Edits))
@@ -132,6 +139,8 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Out
 			BeforeEnd: waitRecord,
 		}
 		res := client.Send(&tx)
+		// The transaction may have failed before BeforeEnd.
+		recordErr = waitRecord()
 		if !res.HandedOver {
 			out.Failed++
 			if out.Err == nil {
@@ -141,7 +150,6 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Out
 		}
 		out.HandedOver[i] = true
 		out.Sent++
-		waitRecord() // the transaction may have failed before BeforeEnd
 		record(c.Rcpts[0], res.QueueID)
 	}
 	waitRecord()

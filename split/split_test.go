@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/bccguard/bccguard/policy"
 	"github.com/bccguard/bccguard/reinject"
@@ -132,7 +134,10 @@ func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	return nil
 }
 func (ss *smtpSession) Data(r io.Reader) error {
-	b, _ := io.ReadAll(r)
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err // cut before the final dot: not accepted
+	}
 	ss.s.mu.Lock()
 	ss.s.rcpts = append(ss.s.rcpts, ss.rcpt)
 	ss.s.data = append(ss.s.data, string(b))
@@ -194,6 +199,45 @@ func TestRunHandsOverRecordsAndSkipsOnRetry(t *testing.T) {
 	job.Digest = Digest{10}
 	if out := sp.Run(context.Background(), job, nil); out.Sent != 0 || out.Failed != 3 || out.Err == nil {
 		t.Errorf("service down: %+v", out)
+	}
+}
+
+// TestRunStopsAtAFailedRecord: when a record cannot be written (disk
+// full, read-only), the next copy is cut before its final dot and no
+// further copy is tried: a copy without its record would be sent again by
+// a retry. Their recipients stay on the original.
+func TestRunStopsAtAFailedRecord(t *testing.T) {
+	srv := startSMTP(t)
+	dir := t.TempDir()
+	s, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bolt.Open(filepath.Join(dir, StoreFile), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &Store{db: db}
+	defer store.Close()
+	var copies []policy.Copy
+	for _, r := range []string{"a@x.example", "b@x.example", "c@x.example", "d@x.example"} {
+		copies = append(copies, policy.Copy{Rcpts: []string{r}, To: r})
+	}
+	body := NewSpool(t.TempDir())
+	body.Write([]byte("body\r\n"))
+	job := &Job{Digest: Digest{12}, Mail: reinject.Mail{From: "s@city.example"}, Header: []policy.Field{{Name: "To", Value: "a@x.example"}},
+		Copies: copies, Body: body, Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
+	sp := &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: 5 * time.Second}}
+	out := sp.Run(context.Background(), job, nil)
+	if out.RecordErr == nil || out.Sent != 1 || out.Failed != 3 || !out.HandedOver[0] || out.HandedOver[1] {
+		t.Fatalf("run with failing records %+v", out)
+	}
+	time.Sleep(100 * time.Millisecond) // the server sees the cut copy
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if len(srv.rcpts) != 1 {
+		t.Errorf("copies accepted: %q, want only the first", srv.rcpts)
 	}
 }
 
