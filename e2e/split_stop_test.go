@@ -115,3 +115,25 @@ func TestSplitStoppedDuringBurst(t *testing.T) {
 	}
 	d2.checkLog(t)
 }
+
+// TestSplitHidesWithoutMessageID: a message without a Message-ID gets one
+// from Postfix, built from its queue id, new on each attempt: its retry
+// could not be told from a new message, so it is hidden, not split.
+func TestSplitHidesWithoutMessageID(t *testing.T) {
+	sink, d, pf, _ := splitSetup(t)
+	rcpts := []string{"n1@ext.example", "n2@other.example"}
+	msg := "From: staff@city.example.jp\r\nTo: n1@ext.example, n2@other.example\r\nSubject: no message-id\r\n\r\nbody\r\n"
+	if err := pf.Send("staff@city.example.jp", rcpts, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	got := byRecipient(t, sink, "no message-id", rcpts)
+	exactlyOnce(t, "no message-id", got, rcpts)
+	for rc, r := range got {
+		if r[0].to != "undisclosed-recipients:;" {
+			t.Errorf("%s: To %q", rc, r[0].to)
+		}
+	}
+	if !strings.Contains(d.log.String(), "split_fallback=message_id") {
+		t.Errorf("no fallback logged:\n%s", d.log)
+	}
+}

@@ -193,6 +193,8 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		return fallback("max_message_bytes", fmt.Errorf("over split.max_message_bytes (%d)", s.cfg.Split.MaxMessageBytes))
 	case st.spoolErr != nil:
 		return fallback("spool", st.spoolErr)
+	case !split.Identifiable(st.header, queueID):
+		return fallback("message_id", errors.New("no Message-ID of the sender's own: a retry could not be told from a new message"))
 	}
 	store, err := s.server.splitStores.get(s.cfg.Split, s.server.log)
 	if err != nil {
@@ -210,7 +212,7 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		args[r] = st.rcptArgs[i]
 	}
 	job := &split.Job{
-		Digest: split.MessageDigest(s.sender, st.header, body.BodySum()),
+		Digest: split.MessageDigest(s.sender, split.StableFields(st.header, queueID), body.BodySum()),
 		Mail:   reinject.ParseMailArgs(s.sender, strings.Fields(st.mailArgs)),
 		Rcpt:   func(a string) reinject.Rcpt { return reinject.ParseRcptArgs(a, strings.Fields(args[a])) },
 		Header: st.header,

@@ -61,7 +61,7 @@ func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
 		t.Error("a split connection lacks body, recipients or recipient removal")
 	}
 	msg := miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q1", Rcpts: []string{"a@ext.example", "b@ext.example", "bcc@ext.example"},
-		Header: [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example, B <b@ext.example>"}, {"Subject", "s"}}}
+		Header: [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example, B <b@ext.example>"}, {"Subject", "s"}, {"Message-ID", "<m1@city.example.jp>"}}}
 
 	mods, act := before.Send(t, msg)
 	if act.Type != gomilter.ActionAccept || strings.Contains(strings.Join(modStrings(mods), "\n"), "DelRcpt") || len(copies(sink)) != 0 {
@@ -100,7 +100,7 @@ func TestSplitDiscardsAnEmptyOriginal(t *testing.T) {
 	p.Store(splitSnapshot(t, sink.Addr()))
 	s := miltertest.Dial(t, "tcp", addr)
 	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q2", Rcpts: []string{"a@ext.example", "b@ext.example"},
-		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}})
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<m2@city.example.jp>"}}})
 	if act.Type != gomilter.ActionDiscard {
 		t.Fatalf("action %v, mods %q", act, modStrings(mods))
 	}
@@ -126,7 +126,7 @@ func TestSplitPrunesOldRecords(t *testing.T) {
 	p.Store(snap)
 	s := miltertest.Dial(t, "tcp", addr)
 	s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q3", Rcpts: []string{"a@ext.example", "b@ext.example"},
-		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}})
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<m3@city.example.jp>"}}})
 	srv.splitStores.close() // waits for the prune
 	st, err = split.OpenStore(snap.Split.StateDir)
 	if err != nil {
@@ -169,5 +169,28 @@ func TestSplitOnDamagedRecordsHides(t *testing.T) {
 	}
 	if got := copies(sink); len(got) != 0 {
 		t.Errorf("copies handed over without records: %v", got)
+	}
+}
+
+// TestSplitNeedsTheSendersMessageID: without a Message-ID, or with one
+// Postfix made up from this attempt's queue id, a retry could not be told
+// from a new message: such mail is hidden, not split.
+func TestSplitNeedsTheSendersMessageID(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	addr, p, _ := startServer(t, cityPolicy(t, nil))
+	p.Store(splitSnapshot(t, sink.Addr()))
+	s := miltertest.Dial(t, "tcp", addr)
+	for name, h := range map[string][][2]string{
+		"none":      {{"To", "a@ext.example, b@ext.example"}},
+		"postfix's": {{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<20261202061500.4XyZ1r2ABC@mx.city.example.jp>"}},
+	} {
+		mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "4XyZ1r2ABC", Rcpts: []string{"a@ext.example", "b@ext.example"}, Header: h})
+		got := strings.Join(modStrings(mods), "\n")
+		if act.Type != gomilter.ActionAccept || strings.Contains(got, "DelRcpt") || !strings.Contains(got, `"To" "undisclosed-recipients:;"`) {
+			t.Errorf("%s Message-ID: action %v, mods %s", name, act, got)
+		}
+	}
+	if got := copies(sink); len(got) != 0 {
+		t.Errorf("copies of a message without its own Message-ID: %v", got)
 	}
 }

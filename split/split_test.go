@@ -299,3 +299,24 @@ func BenchmarkRecord(b *testing.B) {
 		}
 	}
 }
+
+func TestIdentifiable(t *testing.T) {
+	for _, c := range []struct {
+		h    []policy.Field
+		want bool
+	}{
+		{[]policy.Field{{Name: "Subject", Value: "s"}}, false},
+		{[]policy.Field{{Name: "message-id", Value: " "}}, false},
+		{[]policy.Field{{Name: "Message-ID", Value: "<20261202061500.4XyZ1r2ABC@mx.city.example.jp>"}}, false},
+		{[]policy.Field{{Name: "Message-Id", Value: "<abc.def@pc.city.example.jp>"}}, true},
+	} {
+		if got := Identifiable(c.h, "4XyZ1r2ABC"); got != c.want {
+			t.Errorf("%v: %v", c.h, got)
+		}
+	}
+	h := []policy.Field{{Name: "X-Rspamd-Queue-Id", Value: "4XyZ1r2ABC"}, {Name: "Message-ID", Value: "<a@b>"}}
+	h2 := []policy.Field{{Name: "X-Rspamd-Queue-Id", Value: "5QQQ"}, {Name: "Message-ID", Value: "<a@b>"}}
+	if MessageDigest("s", StableFields(h, "4XyZ1r2ABC"), nil) != MessageDigest("s", StableFields(h2, "5QQQ"), nil) {
+		t.Error("a field naming the queue id changes the digest")
+	}
+}
