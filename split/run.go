@@ -72,7 +72,7 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Out
 	}
 	var pending []int
 	for i, c := range job.Copies {
-		if done[strings.ToLower(c.Rcpts[0])] {
+		if done[policy.RecipientKey(c.Rcpts[0])] {
 			out.HandedOver[i] = true
 			out.Before++
 			continue
@@ -150,7 +150,7 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Out
 		}
 		out.HandedOver[i] = true
 		out.Sent++
-		record(c.Rcpts[0], res.QueueID)
+		record(policy.RecipientKey(c.Rcpts[0]), res.QueueID)
 	}
 	waitRecord()
 	if out.Err == nil && out.Failed > 0 {

@@ -32,7 +32,7 @@ func TestStoreRecordsSurviveReopenAndArePruned(t *testing.T) {
 		d    Digest
 		rcpt string
 		at   time.Time
-	}{{d1, "A@x.example", now}, {d1, "b@x.example", now.Add(-3 * time.Hour)}, {d2, "a@x.example", now}} {
+	}{{d1, "a@x.example", now}, {d1, "b@x.example", now.Add(-3 * time.Hour)}, {d2, "a@x.example", now}} {
 		if err := s.Record(r.d, r.rcpt, "QID", r.at); err != nil {
 			t.Fatal(err)
 		}
@@ -318,5 +318,30 @@ func TestIdentifiable(t *testing.T) {
 	h2 := []policy.Field{{Name: "X-Rspamd-Queue-Id", Value: "5QQQ"}, {Name: "Message-ID", Value: "<a@b>"}}
 	if MessageDigest("s", StableFields(h, "4XyZ1r2ABC"), nil) != MessageDigest("s", StableFields(h2, "5QQQ"), nil) {
 		t.Error("a field naming the queue id changes the digest")
+	}
+}
+
+// TestRunFindsRecordsWhateverTheSpelling: a retry that spells a recipient
+// another way (case, the U-label or A-label form of an IDN domain) finds
+// the record: records use the policy's address key.
+func TestRunFindsRecordsWhateverTheSpelling(t *testing.T) {
+	srv := startSMTP(t)
+	store, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	body := NewSpool(t.TempDir())
+	body.Write([]byte("body\r\n"))
+	job := func(rcpt string) *Job {
+		return &Job{Digest: Digest{13}, Mail: reinject.Mail{From: "s@city.example"}, Header: []policy.Field{{Name: "To", Value: rcpt}},
+			Copies: []policy.Copy{{Rcpts: []string{rcpt}, To: rcpt}}, Body: body, Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
+	}
+	sp := &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: 5 * time.Second}}
+	if out := sp.Run(context.Background(), job("Tanaka@xn--wgv71a.example"), nil); out.Sent != 1 {
+		t.Fatalf("first attempt %+v", out)
+	}
+	if out := sp.Run(context.Background(), job("tanaka@日本.example"), nil); out.Sent != 0 || out.Before != 1 {
+		t.Errorf("retry in the Unicode form: %+v (a second copy)", out)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,15 +74,16 @@ func OpenStore(dir string) (s *Store, err error) {
 	return &Store{db: db}, nil
 }
 
-// key is the digest, then the recipient lower-cased: one message's
-// entries are neighbours, found with one seek.
+// key is the digest, then the recipient's key (policy.RecipientKey, as
+// the caller gives it): one message's entries are neighbours, found with
+// one seek.
 func key(d Digest, rcpt string) []byte {
 	k := make([]byte, 0, len(d)+len(rcpt))
 	k = append(k, d[:]...)
-	return append(k, strings.ToLower(rcpt)...)
+	return append(k, rcpt...)
 }
 
-// HandedOver returns the recipients (lower-cased) of the message d whose
+// HandedOver returns the recipients (their keys, as recorded) of the message d whose
 // copies were handed over before, within the retention.
 func (s *Store) HandedOver(d Digest) (_ map[string]bool, err error) {
 	defer guard(&err)
@@ -101,7 +101,8 @@ func (s *Store) HandedOver(d Digest) (_ map[string]bool, err error) {
 	return out, nil
 }
 
-// Record notes that rcpt's copy of message d was handed over; it returns
+// Record notes that the copy of message d for the recipient whose key
+// (policy.RecipientKey) is rcpt was handed over; it returns
 // once the record is on disk.
 func (s *Store) Record(d Digest, rcpt, queueID string, at time.Time) (err error) {
 	defer guard(&err)
