@@ -19,11 +19,23 @@ import (
 	"github.com/bccguard/bccguard/split"
 )
 
-// splitBudget bounds handing over the copies of one message: well inside
-// Postfix's default milter_content_timeout (300s), and bccguard also sends
-// a progress message after each copy, so that a lowered timeout does not
-// cut a split that is still moving.
-const splitBudget = 4 * time.Minute
+// splitBudget bounds handing over the copies of one message. The sender's
+// mail client waits for the answer to its DATA meanwhile, and gives up
+// after about a minute (Outlook 60 s, Thunderbird 100 s by default) while
+// Postfix still commits the message: the user sends it again and the Cc
+// and Bcc recipients get it twice. So the budget stays under a minute: 20
+// s plus a quarter second per copy allowed (split.max_recipients), 45 s
+// with the default 100, never more than 4 minutes (inside Postfix's
+// milter_content_timeout, 300 s by default). At the measured rate (more
+// than a hundred copies per second, docs/performance.md) a split takes a
+// second; the budget only matters when the reinjection service is slow,
+// and then the copies not handed over in time leave their recipients on
+// the hidden original. bccguard sends a progress message between copies,
+// so that a lowered milter_content_timeout does not cut a split that is
+// still moving.
+func splitBudget(maxRecipients int) time.Duration {
+	return min(20*time.Second+time.Duration(maxRecipients)*250*time.Millisecond, 4*time.Minute)
+}
 
 // On a connection whose snapshot uses split, splitActions is asked for on
 // top of Actions and splitWantedEvents are taken out of Protocol (without
@@ -220,7 +232,7 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		Body:   body,
 	}
 	sp := &split.Splitter{Store: store, Reinject: reinject.Options{Address: s.cfg.Reinject.Address, Timeout: s.cfg.Reinject.Timeout}}
-	ctx, cancel := context.WithTimeout(context.Background(), splitBudget)
+	ctx, cancel := context.WithTimeout(context.Background(), splitBudget(s.cfg.Split.MaxRecipients))
 	defer cancel()
 	out := sp.Run(ctx, job, func() error {
 		// Stop handing over copies once the daemon is stopping or the

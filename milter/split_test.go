@@ -194,3 +194,18 @@ func TestSplitNeedsTheSendersMessageID(t *testing.T) {
 		t.Errorf("copies of a message without its own Message-ID: %v", got)
 	}
 }
+
+// TestSplitBudgetUnderAMinute: with the default split.max_recipients the
+// split ends before a mail client gives up waiting for its DATA answer
+// (Outlook: 60 s); a larger limit gets more time, up to 4 minutes.
+func TestSplitBudgetUnderAMinute(t *testing.T) {
+	if b := splitBudget(100); b != 45*time.Second {
+		t.Errorf("budget for 100 copies %v, want 45s", b)
+	}
+	if b := splitBudget(10); b >= splitBudget(100) {
+		t.Errorf("budget for 10 copies %v: not less than for 100", b)
+	}
+	if b := splitBudget(10000); b != 4*time.Minute {
+		t.Errorf("budget for 10000 copies %v, want the 4 minute cap", b)
+	}
+}
