@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,14 @@ func visibleShapes(t *testing.T, extra map[string]string) {
 		{"ideographic-comma", "To: a@city.example.jp、b@ext.example\r\n", "To"},
 		{"look-alike-domain", "To: a@cİty.example.jp, b@city.example.jp\r\n", "To"},
 		{"routed-local-part", "To: x%ext.example.com@city.example.jp, b@city.example.jp\r\n", "To"},
+		// Review of issue 10: a non-ASCII separator, an 8-bit byte before
+		// "@", a full-width "@", an internal suffix joined across a fold,
+		// an encoded-word with a language.
+		{"no-break-space", "To: a@ext1.example\u00a0b@ext2.example\r\n", "To"},
+		{"latin-1-before-at", "To: Jos\xe9@ext1.example, c@city.example.jp\r\n", "To"},
+		{"full-width-at", "To: b\uff20ext.example, c\uff20other.example\r\n", "To"},
+		{"fold-before-internal-suffix", "To: a@city.example.jp, b@ext.example\r\n .city.example.jp\r\n", "To"},
+		{"encoded-word-language", "To: =?UTF-8*ja?Q?b=40ext.example?= <a@city.example.jp>\r\n", "To"},
 		{"bare-CR", "To: a@city.example.jp\rb@ext.example\r\nX-Note: x\rTo: a@ext.example, b@other.example\r\n", "To"},
 	}
 	rcpts := []string{"a@ext.example", "b@other.example"}
@@ -90,5 +99,61 @@ func visibleShapes(t *testing.T, extra map[string]string) {
 		if !got["shape "+c.name] {
 			t.Errorf("%s not delivered", c.name)
 		}
+	}
+}
+
+// TestVisibleResentInterleavedMoveExternal: a redirected message whose To,
+// Resent-To, Cc and Resent-Cc fields are interleaved, under move:
+// external. Each list is counted apart; in each converted one the outside
+// addresses leave and the internal ones stay, the second Resent-To goes,
+// Cc and Resent-Cc stay as they are, and every recipient gets one copy.
+func TestVisibleResentInterleavedMoveExternal(t *testing.T) {
+	cfg := cityConfig + "policy:\n  move: external\n"
+	sink, _, pf := setup(t, cfg)
+	msg := "From: staff@city.example.jp\r\n" +
+		"Resent-To: a@ext.example, r1@city.example.jp\r\n" +
+		"To: staff@city.example.jp, b@other.example\r\n" +
+		"Cc: kikaku@city.example.jp\r\n" +
+		"Resent-To: c@third.example\r\n" +
+		"Resent-Cc: d@fourth.example\r\n" +
+		"Subject: redirected\r\n\r\nbody\r\n"
+	rcpts := []string{"a@ext.example", "b@other.example", "c@third.example", "d@fourth.example"}
+	if err := pf.Send("staff@city.example.jp", rcpts, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	ds := sink.WaitFor(t, 1, 60*time.Second)
+	got := slices.Sorted(slices.Values(ds[0].Rcpts))
+	if strings.Join(got, " ") != strings.Join(rcpts, " ") {
+		t.Errorf("delivered to %q, want %q", got, rcpts)
+	}
+	h := header(t, ds[0].Data)
+	for name, want := range map[string]string{
+		"To":        "staff@city.example.jp",
+		"Resent-To": "r1@city.example.jp",
+		"Cc":        "kikaku@city.example.jp",
+		"Resent-Cc": "d@fourth.example",
+	} {
+		if got := field(h, name); got != want {
+			t.Errorf("%s delivered as %q, want %q", name, got, want)
+		}
+	}
+	if again := policy.Decide(loadPolicy(t, cfg), policy.Message{Sender: "staff@city.example.jp", Header: h}); again.Action == policy.Convert {
+		t.Errorf("delivered with addresses visible (%s)", again.Reason)
+	}
+}
+
+// TestVisibleOutlookNamePasses: Outlook writes the address again
+// as the display name, in single quotes; that shows one address, and the
+// message passes unchanged.
+func TestVisibleOutlookNamePasses(t *testing.T) {
+	sink, _, pf := setup(t, cityConfig)
+	to := `"'a@ext.example'" <a@ext.example>`
+	msg := "From: staff@city.example.jp\r\nTo: " + to + "\r\nSubject: outlook\r\n\r\nbody\r\n"
+	if err := pf.Send("staff@city.example.jp", []string{"a@ext.example"}, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	h := header(t, sink.WaitFor(t, 1, 60*time.Second)[0].Data)
+	if got := field(h, "To"); got != to {
+		t.Errorf("To delivered as %q, want %q", got, to)
 	}
 }

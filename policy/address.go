@@ -2,9 +2,10 @@ package policy
 
 import (
 	"errors"
+	"io"
+	"mime"
+	netmail "net/mail"
 	"strings"
-
-	"github.com/emersion/go-message/mail"
 
 	// Registers the Japanese and other legacy charsets with go-message, so
 	// that display names in ISO-2022-JP and Shift_JIS encoded-words decode
@@ -14,9 +15,6 @@ import (
 
 // Address is one address found in a header field.
 type Address struct {
-	// Name is the decoded display name; empty when none or when the field
-	// was read by the lenient extractor.
-	Name string
 	// Addr is the addr-spec as it was found.
 	Addr string
 	// Domain is the normalized domain (see NormalizeDomain), or the
@@ -101,11 +99,11 @@ func ParseAddressField(value string) FieldAddresses {
 		return FieldAddresses{Mode: ParsedStrict}
 	}
 	seen := visibleAddresses(v)
-	list, err := mail.ParseAddressList(v)
+	list, err := countingParser.ParseList(v)
 	if err == nil {
 		addrs := make([]Address, 0, len(list))
 		for _, a := range list {
-			addrs = append(addrs, Address{Name: a.Name, Addr: a.Address, Domain: addrDomain(a.Address)})
+			addrs = append(addrs, Address{Addr: a.Address, Domain: addrDomain(a.Address)})
 		}
 		if extra := notIn(seen, addrs); len(extra) > 0 {
 			return FieldAddresses{Addrs: append(addrs, extra...), Mode: ParsedLenient, StrictErr: errEmbedded}
@@ -120,6 +118,16 @@ func ParseAddressField(value string) FieldAddresses {
 	}
 	return FieldAddresses{Addrs: seen, Mode: ParsedLenient, StrictErr: err}
 }
+
+// countingParser is net/mail's parser as go-message sets it up, except
+// that it does not convert the charsets of encoded-words: counting needs
+// no display name, converting costs far more than parsing (ISO-2022-JP
+// most), and the lenient reader has decoded the words that may hide an
+// address already. The rare paths that write names back parse again with
+// go-message.
+var countingParser = netmail.AddressParser{WordDecoder: &mime.WordDecoder{
+	CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil },
+}}
 
 // errEmbedded marks a field that parsed, but shows more addresses than it
 // holds.

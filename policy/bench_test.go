@@ -63,6 +63,7 @@ func BenchmarkDecide(b *testing.B) {
 func BenchmarkHostileQuotes(b *testing.B) {
 	for _, shape := range []struct{ name, unit string }{
 		{"quotes", `"\`}, {"comments", "(@"}, {"encoded", "=?a?b?"}, {"ats", "a @"},
+		{"no-break-spaces", "a@b\u00a0"}, {"full-width-ats", "b＠x.example "}, {"named", `"'a@b.example'" `},
 	} {
 		for _, size := range []int{64 << 10, 256 << 10} {
 			v := "a@ext.example, " + strings.Repeat(shape.unit, size/len(shape.unit))
@@ -72,6 +73,26 @@ func BenchmarkHostileQuotes(b *testing.B) {
 					ParseAddressField(v)
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkFallbackEncodedNames reads a field on the fallback path (one
+// entry is broken) whose 64 display names are ISO-2022-JP encoded-words,
+// the usual Japanese names, and one that hides an address: converting a
+// charset costs far more than reading the field, so only the words that
+// may hide an address are converted, once.
+func BenchmarkFallbackEncodedNames(b *testing.B) {
+	var v strings.Builder
+	v.WriteString("<<broken, =?ISO-2022-JP?B?GyRCOzNFRBsoQiBiQGV4dDIuZXhhbXBsZS5vcmc=?= <a@city.example.jp>")
+	for i := 0; i < 64; i++ {
+		fmt.Fprintf(&v, ",\r\n =?ISO-2022-JP?B?GyRCOzNFRCRAGyhC?= <user%d@ext%d.example>", i, i%7)
+	}
+	s := v.String()
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		if pa := ParseAddressField(s); len(pa.Addrs) != 66 {
+			b.Fatal(len(pa.Addrs))
 		}
 	}
 }

@@ -93,6 +93,9 @@ func FuzzDecide(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s, "c@ext.example", uint8(0))
 	}
+	// move: external, with the Resent lists and convert_cc.
+	f.Add("a@city.example.jp, b@ext.example", "c@city.example.jp, d@other.example", uint8(128|16|1))
+	f.Add("a@city.example.jp, b@ext.example, c@other.example", "", uint8(128|64))
 	f.Fuzz(func(t *testing.T, to, cc string, mode uint8) {
 		s := DefaultSettings()
 		s.ConvertCc = mode&1 != 0
@@ -104,6 +107,9 @@ func FuzzDecide(f *testing.F) {
 		}
 		if mode&32 != 0 {
 			s.Count = CountDomains
+		}
+		if mode&128 != 0 {
+			s.Move = MoveExternal
 		}
 		cfg := &Config{Internal: DomainSet{{Domain: "city.example.jp"}, {Domain: "city.example.jp", Subdomains: true}}, Default: s}
 		h := []Field{{"From", "staff@city.example.jp"}, {"To", to}, {"Subject", "x"}, {"Cc", cc}}
@@ -124,7 +130,7 @@ func FuzzDecide(f *testing.F) {
 			rcpts = append(rcpts, "bcc@ext.example")
 		}
 		d := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: h, Recipients: rcpts})
-		checkCopies(t, h, d, rcpts)
+		checkCopies(t, cfg, h, d, rcpts)
 		for _, e := range d.Edits {
 			// Only the visible recipient fields and the stamp change;
 			// the envelope is out of the policy's reach by type.
@@ -141,7 +147,8 @@ func FuzzDecide(f *testing.F) {
 		out := Apply(h, d.Edits)
 		// Each converted list (an edit names its first field) is left
 		// with one field that parses again and holds no address
-		// (move: all), and its Cc goes with convert_cc.
+		// (move: all) or only internal ones (move: external), and its Cc
+		// goes with convert_cc.
 		for _, list := range [][2]string{{"To", "Cc"}, {"Resent-To", "Resent-Cc"}} {
 			converted := false
 			for _, e := range d.Edits {
@@ -156,15 +163,23 @@ func FuzzDecide(f *testing.F) {
 					vs = append(vs, f.Value)
 				}
 				if strings.EqualFold(f.Name, list[1]) && s.ConvertCc {
-					t.Fatalf("%s left with convert_cc: %q", list[1], f.Value)
+					if s.Move != MoveExternal {
+						t.Fatalf("%s left with convert_cc: %q", list[1], f.Value)
+					}
+					if left := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: []Field{{"To", f.Value}}}); left.ToExternal != 0 {
+						t.Fatalf("%s %q keeps an outside address (%s)", list[1], f.Value, left.Reason)
+					}
 				}
 			}
 			if len(vs) != 1 {
 				t.Fatalf("%d %s fields after conversion", len(vs), list[0])
 			}
 			pa := ParseAddressField(vs[0])
-			if pa.Mode != ParsedStrict || len(pa.Addrs) != 0 {
+			if pa.Mode != ParsedStrict || len(pa.Addrs) != 0 && s.Move != MoveExternal {
 				t.Fatalf("rewritten %s %q: %+v", list[0], vs[0], pa)
+			}
+			if left := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: []Field{{list[0], vs[0]}}}); left.ToExternal+left.ResentExternal != 0 {
+				t.Fatalf("rewritten %s %q keeps an outside address (%s)", list[0], vs[0], left.Reason)
 			}
 		}
 		// A converted message does not convert again.
@@ -177,8 +192,8 @@ func FuzzDecide(f *testing.F) {
 // checkCopies: every copy of a split goes to one envelope recipient, no
 // recipient has two copies, the Bcc recipient none, and a copy's header
 // differs from the hidden original's only in To, whose addresses are the
-// copy's recipient (move: all, so nothing else stays visible).
-func checkCopies(t *testing.T, h []Field, d Decision, rcpts []string) {
+// copy's recipient and, under move: external, internal ones.
+func checkCopies(t *testing.T, cfg *Config, h []Field, d Decision, rcpts []string) {
 	t.Helper()
 	if d.Delivery != DeliverySplit {
 		if len(d.Copies) != 0 {
@@ -200,9 +215,15 @@ func checkCopies(t *testing.T, h []Field, d Decision, rcpts []string) {
 				continue
 			}
 			for _, a := range ParseAddressField(f.Value).Addrs {
-				if a.key() != own {
-					t.Fatalf("the copy for %q shows %q (To %q)", c.Rcpts[0], a.Addr, f.Value)
+				if a.key() == own {
+					continue
 				}
+				if d.Settings.Move == MoveExternal {
+					if one := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: []Field{{"To", a.Addr}}}); one.ToExternal == 0 {
+						continue
+					}
+				}
+				t.Fatalf("the copy for %q shows %q (To %q)", c.Rcpts[0], a.Addr, f.Value)
 			}
 		}
 		original, copied := Apply(h, d.SplitEdits), Apply(h, c.Edits)

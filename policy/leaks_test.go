@@ -78,6 +78,56 @@ var leakCases = []leakCase{
 		[]string{"b@city.example.jp", "x%ext.example.com@city.example.jp"}, 1},
 	{"bang-routed local part", "ext.example.com!x@city.example.jp, b@city.example.jp",
 		[]string{"b@city.example.jp", "ext.example.com!x@city.example.jp"}, 1},
+	// Review of issue 10, finding 1: a non-ASCII separator ends a domain.
+	{"no-break space between addresses", "a@ext1.example\u00a0b@ext2.example",
+		[]string{"a@ext1.example", "b@ext2.example"}, 2},
+	{"ideographic full stop between addresses", "a@ext1.example\u3002b@ext2.example",
+		[]string{"a@ext1.example", "b@ext2.example"}, 2},
+	{"half-width ideographic comma", "a@ext1.example\uff64b@ext2.example",
+		[]string{"a@ext1.example", "b@ext2.example"}, 2},
+	{"katakana middle dot", "a@ext1.example\u30fbb@ext2.example",
+		[]string{"a@ext1.example", "b@ext2.example"}, 2},
+	{"full-width semicolon", "a@ext1.example\uff1bb@ext2.example",
+		[]string{"a@ext1.example", "b@ext2.example"}, 2},
+	{"em space", "a@ext1.example\u2003b@ext2.example",
+		[]string{"a@ext1.example", "b@ext2.example"}, 2},
+	{"zero width space", "a@ext1.example\u200bb@ext2.example",
+		[]string{"a@ext1.example", "b@ext2.example"}, 2},
+	{"line separator", "a@ext1.example\u2028b@ext2.example",
+		[]string{"a@ext1.example", "b@ext2.example"}, 2},
+	{"domain running into the next address", "a@city.example.jp.b@ext.example",
+		[]string{"a@city.example.jp", "b@ext.example"}, 1},
+	{"no break at all before the next address", "a@ext1.exampleb@ext2.example",
+		[]string{"a@ext1", "exampleb@ext2.example"}, 2},
+	{"a one-label domain running into the next address", "a@hostb@ext2.example, c@city.example.jp",
+		[]string{"a@hostb", "c@city.example.jp", "hostb@ext2.example"}, 2},
+	// Finding 3: an 8-bit byte before "@" that is not Shift_JIS's first.
+	{"half-width katakana byte before @", "x\xb1@ext1.example, y\xb1@ext2.example, c@city.example.jp",
+		[]string{"c@city.example.jp", "x\uFFFD@ext1.example", "y\uFFFD@ext2.example"}, 2},
+	{"Latin-1 letter before @", "Jos\xe9@ext1.example, c@city.example.jp",
+		[]string{"c@city.example.jp", "jos\uFFFD@ext1.example"}, 1},
+	// Finding 4: full-width at signs.
+	{"full-width at", "b＠ext.example, c＠other.example",
+		[]string{"b@ext.example", "c@other.example"}, 2},
+	{"small at", "b﹫ext.example, c﹫other.example",
+		[]string{"b@ext.example", "c@other.example"}, 2},
+	{"full-width at in an encoded-word", "=?UTF-8?Q?b=EF=BC=A0ext2.example.org?= <a@city.example.jp>",
+		[]string{"a@city.example.jp", "b@ext2.example.org"}, 1},
+	{"full-width at in a quoted name", "\"b＠ext2.example.org\" <a@city.example.jp>",
+		[]string{"a@city.example.jp", "b@ext2.example.org"}, 1},
+	{"full-width at in a Shift_JIS encoded-word", "=?Shift_JIS?Q?b=81=97ext2.example.org?= <a@city.example.jp>",
+		[]string{"a@city.example.jp", "b@ext2.example.org"}, 1},
+	// Finding 5: labels joined across a fold make an internal reading of
+	// an outside address; either reading counts.
+	{"fold before an internal suffix", "a@city.example.jp, b@ext.example\r\n .city.example.jp",
+		[]string{"a@city.example.jp", "b@ext.example.city.example.jp"}, 1},
+	{"comment before an internal suffix", "a@city.example.jp, b@ext.example(x).city.example.jp",
+		[]string{"a@city.example.jp", "b@ext.example.city.example.jp"}, 1},
+	{"blanks around a dot before an internal suffix", "a@city.example.jp, b@ext.example . city.example.jp",
+		[]string{"a@city.example.jp", "b@ext.example.city.example.jp"}, 1},
+	// Finding 7: an RFC 2231 language in an encoded-word.
+	{"encoded-word with a language", "=?UTF-8*ja?Q?b=40ext.example?= <a@city.example.jp>",
+		[]string{"a@city.example.jp", "b@ext.example"}, 1},
 	// A bare CR never ends the field: what follows is read with it.
 	{"bare CR", "a@city.example.jp\rb@ext.example",
 		[]string{"a@city.example.jp", "b@ext.example"}, 1},
@@ -136,6 +186,18 @@ func TestVisibleNoFalseAlarms(t *testing.T) {
 		"x%kikaku.city.example.jp@city.example.jp, b@city.example.jp",
 		"undisclosed-recipients:;",
 		"alice, bob",
+		// Review of issue 10, finding 2: a display name that holds the
+		// address with punctuation or words around it shows that address.
+		`"'a@ext.example'" <a@ext.example>`,
+		"\"山田太郎（a@ext.example）\" <a@ext.example>",
+		"\"a@ext.example様\" <a@ext.example>",
+		"\"山田太郎a@ext.example\" <a@ext.example>",
+		"\"Yamada/a@ext.example\" <a@ext.example>",
+		"\"【a@ext.example】\" <a@ext.example>",
+		"a@ext.example (a@ext.example)",
+		"=?UTF-8?Q?'a=40ext.example'?= <a@ext.example>",
+		// Finding 3: Shift_JIS text with "@" as a second byte is a name.
+		"\x8eR\x93c\x81@Taro <a@ext.example>",
 	} {
 		d := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: hdr("To", to)})
 		if d.Action != Pass {
@@ -209,6 +271,15 @@ func TestCountDomains(t *testing.T) {
 		{"subdomains are organizations of their own", "a@a.example.com, b@b.example.com", Convert},
 		{"case and IDN forms are one domain", "a@例え.jp, b@XN--R8JZ45G.JP", Pass},
 		{"routed to another organization", "x%other.example@partner.example, a@partner.example", Convert},
+		// Review of issue 10, finding 6: the routed domain and the
+		// mailbox's own are both organizations a reader sees.
+		{"routed through another organization", "x%partner.example@other.example, a@partner.example", Convert},
+		{"one routed address alone", "x%partner.example@other.example", Pass},
+		// Finding 2: Outlook's quoted copy of the address is no second
+		// organization.
+		{"Outlook's quoted name of a partner", `"'a@partner.example'" <a@partner.example>, b@partner.example`, Pass},
+		// Finding 5: either reading of a joined domain.
+		{"joined domain with an outside first reading", "b@partner.example .city.example.jp, c@other.example", Convert},
 	}
 	cfg := cityConfig(t, domains)
 	for _, tc := range tests {

@@ -1,12 +1,9 @@
 package policy
 
 import (
-	"mime"
 	"slices"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/emersion/go-message/charset"
 )
 
 // This file reads a field as a person reads it: every address that a
@@ -25,10 +22,12 @@ import (
 // encoded-words once decoded. It over-counts rather than under-counts:
 // that can only make bccguard hide more, never leak.
 func LenientAddresses(s string) []Address {
-	out := findAddrSpecs(s, nil)
+	s = fullWidthAts(s)
+	out := findAddrSpecs(s, nil, false)
 	if strings.Contains(s, "=?") {
 		if dec := decodedWords(s); dec != "" {
-			out = findAddrSpecs(dec, out)
+			// Decoded words are display names or comments.
+			out = findAddrSpecs(fullWidthAts(dec), out, true)
 		}
 	}
 	return out
@@ -37,13 +36,22 @@ func LenientAddresses(s string) []Address {
 // visibleAddresses is LenientAddresses plus the bare names (see
 // appendBare).
 func visibleAddresses(s string) []Address {
-	return appendBare(s, LenientAddresses(s))
+	return appendBare(fullWidthAts(s), LenientAddresses(s))
 }
 
-// findAddrSpecs appends the addr-specs of s to out, in order.
-func findAddrSpecs(s string, out []Address) []Address {
+// findAddrSpecs appends the addr-specs of s to out, in order. With names
+// set, s is display-name or comment text (decoded encoded-words).
+//
+// Every "@" outside a quoted local part whose local part and domain are
+// not empty yields an address; when the domain of the address before took
+// the whole local part (nothing a reader would see as a break between
+// them), its last label is read as this local part as well: over-counting
+// is harmless, under-counting leaks.
+func findAddrSpecs(s string, out []Address, names bool) []Address {
 	q := quoteState{valid: utf8.ValidString(s)}
 	floor := 0 // a local part never reaches back before this
+	prevEnd, prevLabel := -1, -1
+	depth := 0 // comment nesting outside quoted strings
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c == 0x1b {
@@ -58,29 +66,77 @@ func findAddrSpecs(s string, out []Address) []Address {
 			i += n - 1
 			continue
 		}
+		switch {
+		case q.in:
+		case c == '(':
+			depth++
+			continue
+		case c == ')':
+			depth = max(depth-1, 0)
+			continue
+		}
 		if c != '@' {
 			continue
 		}
 		local, lstart := localPartBefore(s, i, floor, &q)
-		domain, end := domainAfter(s, i)
-		if local == "" || domain == "" {
+		if local == "" && prevEnd >= 0 && floor == prevEnd && skipCFWSBack(s, i, floor) == floor {
+			// The domain before ran into this address.
+			local, lstart = s[prevLabel:prevEnd], prevLabel
+		}
+		d := domainAfter(s, i, false)
+		if local == "" || d.domain == "" {
 			floor = i + 1
 			continue
+		}
+		// In a display name or a comment, an address is what a reader
+		// takes for one: without the quotes, brackets or words written
+		// around it (`"'a@ext.example'" <a@ext.example>` shows one
+		// address), so that it is the same as the real one.
+		inName := names || q.in || depth > 0 || followedByAngle(s, d.end)
+		if inName {
+			local = nameLocalPart(local)
+			if nd := domainAfter(s, i, true); nd.domain != "" {
+				d.domain, d.alt = nd.domain, nd.alt
+			}
+			if local == "" {
+				floor = i + 1
+				continue
+			}
 		}
 		// Inside a quoted string, "a@b" of a quoted local part `"a@b"@x`
 		// is not an address; one with a domain that has a dot is shown as
 		// one, and counts.
-		if lstart >= 0 && (!q.in || strings.Contains(domain, ".")) {
-			addr := s[lstart:end]
-			if len(addr) != len(local)+1+len(domain) {
-				// Blanks, comments or stray dots were left out.
-				addr = local + "@" + domain
+		if lstart >= 0 && (!q.in || strings.ContainsAny(d.domain, ".\u3002\uff0e\uff61")) {
+			domain := normalizedOrRaw(d.domain)
+			var addr string
+			switch {
+			case d.alt != "":
+				// Obsolete syntax joined labels across blanks, folds or
+				// comments: `b@ext.example .city.example.jp`. Domain is
+				// the joined reading, Addr the first run alone, and the
+				// address is internal only when both are (see
+				// Config.internal).
+				addr = local + "@" + d.alt
+			case !inName && len(s[lstart:d.end]) == len(local)+1+len(d.domain):
+				addr = s[lstart:d.end]
+			default:
+				// Blanks, comments, stray dots or text around were left
+				// out.
+				addr = local + "@" + d.domain
 			}
-			out = append(out, Address{Addr: addr, Domain: normalizedOrRaw(domain)})
+			out = append(out, Address{Addr: addr, Domain: domain})
 		}
-		floor, i = end, end-1
+		floor, i = d.end, d.end-1
+		prevEnd, prevLabel = d.end, d.lastLabel
 	}
 	return out
+}
+
+// followedByAngle reports whether an angle address follows s[i:], after
+// blanks and comments: what came before was a display name.
+func followedByAngle(s string, i int) bool {
+	i = skipCFWS(s, i)
+	return i < len(s) && s[i] == '<'
 }
 
 // quoteState follows quoted strings from left to right.
@@ -140,43 +196,6 @@ func jisEnd(s string, i int) int {
 	return i
 }
 
-// sepLen returns the length of the Japanese separator at s[i] (ideographic
-// comma 、, ideographic space, full-width comma ，), or 0. People read
-// addresses separated by them as separate addresses.
-func sepLen(s string, i int) int {
-	if i+3 <= len(s) {
-		switch s[i : i+3] {
-		case "\u3001", "\u3000", "\uff0c":
-			return 3
-		}
-	}
-	return 0
-}
-
-// atomEnd returns the end of the run of atext characters and dots from i,
-// stopping at a Japanese separator.
-func atomEnd(s string, i int) int {
-	for i < len(s) && atext[s[i]] {
-		if s[i] >= 0x80 && sepLen(s, i) > 0 {
-			break
-		}
-		i++
-	}
-	return i
-}
-
-// atomStart returns the start of the run of atext characters and dots
-// that ends at j, not before floor, stopping at a Japanese separator.
-func atomStart(s string, j, floor int) int {
-	for j > floor && atext[s[j-1]] {
-		if s[j-1] >= 0x80 && j-3 >= floor && sepLen(s, j-3) > 0 {
-			break
-		}
-		j--
-	}
-	return j
-}
-
 // skipCFWS skips blanks and simple comments (without nested parentheses
 // or escapes) forwards from i. A comment is only entered from its opening
 // parenthesis, so each is scanned once per pass.
@@ -226,13 +245,10 @@ func localPartBefore(s string, at, floor int, q *quoteState) (string, int) {
 	if j > floor && s[j-1] == '"' && !q.in && q.closed == j-1 {
 		return s[q.open:j], q.open
 	}
-	if j > 0 && s[j-1] >= 0x80 {
-		// The byte before "@" must end a character: in Shift_JIS text
-		// "@" is also the second byte of characters (0x81 0x40 is the
-		// ideographic space).
-		if r, n := utf8.DecodeLastRuneInString(s[:j]); r == utf8.RuneError && n <= 1 {
-			return "", -1
-		}
+	if j == at && sjisSecondByte(s, at, floor) {
+		// In Shift_JIS text "@" is also the second byte of characters
+		// (0x81 0x40 is the ideographic space).
+		return "", -1
 	}
 	var words dotted
 	start := -1
@@ -255,6 +271,34 @@ func localPartBefore(s string, at, floor int, q *quoteState) (string, int) {
 		j = skipCFWSBack(s, k, floor)
 	}
 	return words.join(true), start
+}
+
+// sjisSecondByte reports whether the "@" at s[at] is the second byte of a
+// Shift_JIS character: the bytes of at least 0x80 before it, paired from
+// the left as Shift_JIS pairs them, leave a lead byte 0x81 to 0x9F just
+// before it. Only that range: 0xE0 to 0xFC are also the accented letters
+// of Latin-1 (`José@`), and the ambiguous reading must count the address
+// (over-count, never under-count); in Shift_JIS the characters 0x81 0x40
+// (ideographic space) to 0x9F 0x40 are those that names hold.
+func sjisSecondByte(s string, at, floor int) bool {
+	if at == 0 || s[at-1] < 0x81 || s[at-1] > 0x9f {
+		return false
+	}
+	if r, n := utf8.DecodeLastRuneInString(s[:at]); r != utf8.RuneError || n > 1 {
+		return false // UTF-8 text
+	}
+	k := at - 1
+	for k > floor && s[k-1] >= 0x80 {
+		k--
+	}
+	for k < at-1 {
+		if sjisLead(s[k]) {
+			k += 2
+		} else {
+			k++
+		}
+	}
+	return k == at-1
 }
 
 // dotted collects the words of a dot-atom that blanks or comments split
@@ -285,56 +329,88 @@ func (d *dotted) join(reversed bool) string {
 	return strings.Join(words, ".")
 }
 
+// domainRead is a domain read by domainAfter.
+type domainRead struct {
+	// domain is the domain as a reader reads it, without blanks and
+	// comments (raw: not normalized).
+	domain string
+	// alt is set when labels were joined across blanks, folds or
+	// comments: the labels before the first such join, which a reader
+	// may take for the whole domain.
+	alt string
+	// end is where the domain ends; lastLabel where its last label
+	// starts.
+	end, lastLabel int
+}
+
 // domainAfter reads the domain after the "@" at s[at]: an address literal,
 // or labels, with blanks and comments allowed around "@" and the dots
 // (obs-domain): a client shows `a@city.example.jp .evil.example.com` as
-// one address in evil.example.com. It returns the domain without them and
-// where it ends.
-func domainAfter(s string, at int) (string, int) {
+// one address in evil.example.com. Labels end at any character that
+// breaks an address (see runeBreak); the ideographic full stops are dots.
+// A label followed by "@" is the local part of the next address, not
+// part of this domain. With names, labels are read as in a display name
+// (see labelEnd).
+func domainAfter(s string, at int, names bool) domainRead {
 	k := skipCFWS(s, at+1)
 	if k < len(s) && s[k] == '[' {
 		j := strings.IndexAny(s[k+1:], "[]\\@")
 		if j < 0 || s[k+1+j] != ']' {
-			return "", k
+			return domainRead{end: k}
 		}
-		return s[k : k+j+2], k + j + 2
+		return domainRead{domain: s[k : k+j+2], end: k + j + 2, lastLabel: k}
 	}
 	if k < len(s) && s[k] >= 0x80 {
 		if r, _ := utf8.DecodeRuneInString(s[k:]); r == utf8.RuneError {
-			return "", k
+			return domainRead{end: k}
 		}
 	}
-	var labels dotted
-	end := k
+	for dotLen(s, k) > 0 {
+		k += dotLen(s, k) // stray leading dots
+	}
+	d := domainRead{end: k, lastLabel: k}
+	start := k
+	var joined []byte // the labels, once a join made them discontiguous
 	for {
-		j := atomEnd(s, k)
-		word := strings.Trim(s[k:j], ".")
-		if word == "" {
+		j := labelEnd(s, k, names)
+		if j == k {
 			break
 		}
-		labels.add(word)
-		end = j
-		// The next label, if a dot joins it with blanks or comments on
+		if joined != nil {
+			joined = append(append(joined, '.'), s[k:j]...)
+		}
+		d.end, d.lastLabel = j, k
+		// The next label, after a dot with blanks or comments allowed on
 		// either side; but not the local part of the next address.
 		m := skipCFWS(s, j)
-		if s[j-1] != '.' {
-			if m >= len(s) || s[m] != '.' {
-				break
-			}
-			m = skipCFWS(s, m+1)
-		} else if m == j {
+		n := dotLen(s, m)
+		if n == 0 {
 			break
 		}
-		n := atomEnd(s, m)
-		if strings.Trim(s[m:n], ".") == "" {
+		p := skipCFWS(s, m+n)
+		for dotLen(s, p) > 0 {
+			p = skipCFWS(s, p+dotLen(s, p)) // "a..b" is read as "a.b"
+		}
+		q := labelEnd(s, p, names)
+		if q == p {
 			break
 		}
-		if p := skipCFWS(s, n); p < len(s) && s[p] == '@' {
+		if r := skipCFWS(s, q); r < len(s) && s[r] == '@' {
 			break
 		}
-		k = m
+		if joined == nil && (m != j || p != m+n) {
+			d.alt = s[start:j]
+			joined = append([]byte(nil), s[start:j]...)
+		}
+		k = p
 	}
-	return labels.join(false), end
+	switch {
+	case joined != nil:
+		d.domain = string(joined)
+	case d.end > start:
+		d.domain = s[start:d.end]
+	}
+	return d
 }
 
 // appendBare appends to out the bare names of s: list entries that hold a
@@ -394,59 +470,4 @@ func appendBare(s string, out []Address) []Address {
 	}
 	end(len(s))
 	return out
-}
-
-// wordDecoder decodes RFC 2047 encoded-words in the charsets go-message
-// knows (UTF-8, ISO-2022-JP, Shift_JIS, EUC-JP, ...).
-var wordDecoder = mime.WordDecoder{CharsetReader: charset.Reader}
-
-// decodedWords returns the decoded text of the encoded-words in s, each
-// followed by a space; words that do not decode are left out (the raw
-// text was scanned already).
-func decodedWords(s string) string {
-	var b strings.Builder
-	for i := 0; ; {
-		j := strings.Index(s[i:], "=?")
-		if j < 0 {
-			return b.String()
-		}
-		start := i + j
-		end, stop := encodedWordEnd(s, start)
-		if end < 0 {
-			// No encoded-word starts between start and stop either.
-			i = max(stop, start+2)
-			continue
-		}
-		if dec, err := wordDecoder.Decode(s[start:end]); err == nil {
-			b.WriteString(dec)
-			b.WriteByte(' ')
-		}
-		i = end
-	}
-}
-
-// encodedWordEnd returns the end of the encoded-word `=?charset?e?text?=`
-// at s[start], or -1 and where the scan stopped: at a blank, which no
-// encoded-word holds.
-func encodedWordEnd(s string, start int) (end, stop int) {
-	i := start + 2
-	for part := 0; part < 2; part++ {
-		for i < len(s) && s[i] != '?' {
-			if s[i] <= ' ' {
-				return -1, i
-			}
-			i++
-		}
-		i++ // '?'
-	}
-	for i+1 < len(s) {
-		switch {
-		case s[i] <= ' ':
-			return -1, i
-		case s[i] == '?' && s[i+1] == '=':
-			return i + 2, i + 2
-		}
-		i++
-	}
-	return -1, len(s)
 }

@@ -27,6 +27,10 @@ func scanList(v string) ([]Address, bool) {
 	if !utf8.ValidString(v) {
 		return nil, false
 	}
+	if strings.IndexByte(v, 0xef) >= 0 && hasFullWidthAt(v) {
+		// A full-width "@" anywhere: the lenient reader reads it as "@".
+		return nil, false
+	}
 	p := scanner{s: v, out: make([]Address, 0, strings.Count(v, "@"))}
 	for {
 		p.skipWS()
@@ -310,9 +314,10 @@ func atextEnd(s string, i int) int {
 }
 
 // mayHideAddress reports whether s holds an encoded-word that may decode to
-// text with an "@" (a client shows the decoded text), as far as a look
-// without decoding can tell: Q-encoded "@" or "=40", B-encoded text whose
-// bytes hold an "@", or a charset in which ASCII is not itself.
+// text with an "@" or a full-width one (a client shows the decoded text),
+// as far as a look without converting the charset can tell: Q- or
+// B-encoded bytes that hold one, or a charset in which ASCII is not
+// itself.
 func mayHideAddress(s string) bool {
 	for {
 		i := strings.Index(s, "=?")
@@ -330,32 +335,69 @@ func mayHideAddress(s string) bool {
 		if !asciiCompatible(cs) {
 			return true
 		}
+		if len(text) > 256 {
+			return true
+		}
+		var buf [256]byte
+		var n int
 		switch enc {
 		case "Q", "q":
-			if strings.Contains(text, "@") || strings.Contains(text, "=40") {
-				return true
-			}
+			n = qDecode(buf[:], text)
 		case "B", "b":
-			var buf [192]byte
-			if len(text) > 256 {
-				return true
-			}
 			var src [256]byte
-			n, err := base64.StdEncoding.Decode(buf[:], src[:copy(src[:], text)])
-			if err == nil && hasASCIIAt(cs, buf[:n]) {
-				return true
+			var err error
+			n, err = base64.StdEncoding.Decode(buf[:], src[:copy(src[:], text)])
+			if err != nil {
+				continue
 			}
+		default:
+			continue
+		}
+		if hasAt(cs, buf[:n]) {
+			return true
 		}
 	}
 }
 
-// hasASCIIAt reports whether text in charset cs holds the character "@":
-// a byte 0x40 that is not part of a two-byte Japanese character (in
-// ISO-2022-JP's two-byte runs, and as the second byte of Shift_JIS
-// characters, it is not "@"). Names in these charsets are the common case
-// in Japanese mail and stay on the fast path.
-func hasASCIIAt(cs string, text []byte) bool {
-	switch strings.ToLower(cs) {
+// qDecode decodes Q-encoded text into buf (as long as text at most) and
+// returns the length; invalid escapes are kept as they are.
+func qDecode(buf []byte, text string) int {
+	n := 0
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		switch {
+		case c == '_':
+			c = ' '
+		case c == '=' && i+2 < len(text) && unhex(text[i+1]) >= 0 && unhex(text[i+2]) >= 0:
+			c = byte(unhex(text[i+1])<<4 | unhex(text[i+2]))
+			i += 2
+		}
+		buf[n] = c
+		n++
+	}
+	return n
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// hasAt reports whether text in charset cs holds the character "@" or a
+// full-width one (＠, ﹫): a byte 0x40 that is not part of a two-byte
+// Japanese character (in ISO-2022-JP's two-byte runs, and as the second
+// byte of Shift_JIS characters, it is not "@"), or the encoding of ＠ in
+// that charset. Names in these charsets are the common case in Japanese
+// mail and stay on the fast path.
+func hasAt(cs string, text []byte) bool {
+	switch strings.ToLower(withoutLanguage(cs)) {
 	case "iso-2022-jp":
 		twoByte := false
 		for i := 0; i < len(text); i++ {
@@ -363,7 +405,12 @@ func hasASCIIAt(cs string, text []byte) bool {
 			case text[i] == 0x1b && i+2 < len(text):
 				twoByte = text[i+1] == '$'
 				i += 2
-			case text[i] == '@' && !twoByte:
+			case twoByte:
+				if text[i] == '!' && i+1 < len(text) && text[i+1] == 'w' {
+					return true // ＠ is 0x21 0x77
+				}
+				i++
+			case text[i] == '@':
 				return true
 			}
 		}
@@ -372,24 +419,37 @@ func hasASCIIAt(cs string, text []byte) bool {
 		for i := 0; i < len(text); i++ {
 			switch c := text[i]; {
 			case 0x81 <= c && c <= 0x9f || 0xe0 <= c && c <= 0xfc:
+				if c == 0x81 && i+1 < len(text) && text[i+1] == 0x97 {
+					return true // ＠
+				}
 				i++ // the second byte may be 0x40
 			case c == '@':
 				return true
 			}
 		}
 		return false
+	case "euc-jp":
+		return bytes.IndexByte(text, '@') >= 0 || bytes.Contains(text, []byte("\xa1\xf7"))
 	}
-	return bytes.IndexByte(text, '@') >= 0
+	return bytes.IndexByte(text, '@') >= 0 || hasFullWidthAtBytes(text)
+}
+
+// hasFullWidthAt reports whether UTF-8 text holds ＠ (U+FF20) or ﹫
+// (U+FE6B).
+func hasFullWidthAt(text string) bool {
+	return strings.Contains(text, "\uff20") || strings.Contains(text, "\ufe6b")
+}
+
+// hasFullWidthAtBytes is hasFullWidthAt for bytes.
+func hasFullWidthAtBytes(text []byte) bool {
+	return bytes.Contains(text, []byte("\uff20")) || bytes.Contains(text, []byte("\ufe6b"))
 }
 
 // asciiCompatible reports whether ASCII bytes mean ASCII in a charset that
 // Japanese and Western mail uses (ISO-2022-JP only outside its two-byte
 // runs, where a byte 0x40 makes mayHideAddress say yes, to be safe).
 func asciiCompatible(cs string) bool {
-	if i := strings.IndexByte(cs, '*'); i >= 0 {
-		cs = cs[:i] // RFC 2231 language
-	}
-	switch strings.ToLower(cs) {
+	switch strings.ToLower(withoutLanguage(cs)) {
 	case "utf-8", "us-ascii", "iso-2022-jp", "shift_jis", "euc-jp", "cp932", "windows-31j":
 		return true
 	}

@@ -50,7 +50,7 @@ func (v *visible) split(d Decision, s Settings, rcpts []string) Decision {
 			continue
 		}
 		byKey[k] = len(copies)
-		to := formatAddress(a)
+		to := formatAddress(a.name, a.addr)
 		if !writesBack(to, k) {
 			// A hostile address ("x@[,]") that would read back as
 			// something else: showing it alone cannot be promised.
@@ -87,10 +87,13 @@ func (v *visible) split(d Decision, s Settings, rcpts []string) Decision {
 	return d
 }
 
+// mailbox is an address with its display name, for writing back.
+type mailbox struct{ name, addr string }
+
 // movedTo returns the To addresses moved out of sight by their key, with
 // display names where the field parsed strictly, and the value of the To
 // addresses that stay visible ("" for none).
-func (v *visible) movedTo(s Settings) (map[string]Address, string) {
+func (v *visible) movedTo(s Settings) (map[string]mailbox, string) {
 	to := &v.main.to
 	kept, _ := v.remaining(to, s)
 	strict := true
@@ -101,14 +104,14 @@ func (v *visible) movedTo(s Settings) (map[string]Address, string) {
 	if strict {
 		names = to.displayNames()
 	}
-	moved := make(map[string]Address, len(to.addrs))
-	for _, a := range to.addrs {
+	moved := make(map[string]mailbox, len(to.addrs))
+	for i := range to.addrs {
+		a := &to.addrs[i]
 		if kept != "" && a.Internal {
 			continue
 		}
 		k := a.key()
-		a.Name = names[k]
-		moved[k] = a
+		moved[k] = mailbox{name: names[k], addr: a.Addr}
 	}
 	return moved, kept
 }

@@ -22,8 +22,9 @@ type tally struct {
 	ownOrg  bool
 }
 
-// add counts a if its key k is new, and reports whether it was.
-func (t *tally) add(k string, a *Address, orgs bool) bool {
+// add counts a if its key k is new, and reports whether it was. With cfg,
+// it counts organizations too.
+func (t *tally) add(k string, a *Address, cfg *Config) bool {
 	if !t.seen.add(k) {
 		return false
 	}
@@ -31,20 +32,25 @@ func (t *tally) add(k string, a *Address, orgs bool) bool {
 	if !a.Internal {
 		t.external++
 	}
-	if orgs {
-		switch {
-		case a.Internal:
-			if !t.ownOrg {
-				t.ownOrg = true
-				t.orgs++
-			}
-		default:
-			if t.orgSeen == nil {
-				t.orgSeen = &dedupe{}
-			}
-			if t.orgSeen.add(orgDomain(*a)) {
-				t.orgs++
-			}
+	if cfg == nil {
+		return true
+	}
+	if a.Internal {
+		if !t.ownOrg {
+			t.ownOrg = true
+			t.orgs++
+		}
+		return true
+	}
+	if t.orgSeen == nil {
+		t.orgSeen = &dedupe{}
+	}
+	// Every outside organization a reader can take the address for:
+	// its domain, the one its local part routes to, the first reading of
+	// a domain joined across blanks (see Config.internal).
+	for _, d := range [...]string{a.Domain, routedDomain(a.Addr), a.firstReading()} {
+		if d != "" && !cfg.Internal.Contains(d) && t.orgSeen.add(d) {
+			t.orgs++
 		}
 	}
 	return true
@@ -126,6 +132,10 @@ func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 		v.main.combined = &tally{}
 	}
 	lastDomain, lastInternal := "\x00", false
+	var orgCfg *Config
+	if orgs {
+		orgCfg = cfg
+	}
 	for _, f := range h {
 		var fs *fieldSet
 		var combined *tally
@@ -176,13 +186,13 @@ func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 			if a.Domain != lastDomain || a.Domain == "" {
 				lastDomain, lastInternal = a.Domain, a.Domain == "" || cfg.Internal.Contains(a.Domain)
 			}
-			a.Internal = lastInternal && (a.Domain == "" || routedDomain(a.Addr) == "" || cfg.internal(a))
+			a.Internal = lastInternal && (a.Domain == "" || a.lower && routedDomain(a.Addr) == "" || cfg.internal(a))
 			if withCc {
-				combined.add(k, a, orgs)
+				combined.add(k, a, orgCfg)
 			}
 			// To and Cc de-duplicate separately: the same address may be
 			// visible in both.
-			if !fs.add(k, a, orgs) {
+			if !fs.add(k, a, orgCfg) {
 				continue
 			}
 			if n := len(fs.addrs); inPlace && n == i {
@@ -199,7 +209,9 @@ func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 // A bare name (no domain) is: Postfix qualifies it with $myorigin. An
 // address whose local part routes it elsewhere (`x%ext.example@city`,
 // `ext.example!x@city`) is internal only if that domain is too: Postfix
-// may send it there.
+// may send it there. An address whose domain obsolete syntax joined across
+// blanks, folds or comments (`b@ext.example .city.example.jp`) is
+// internal only if both readings are: a reader may see either.
 func (c *Config) internal(a *Address) bool {
 	if a.Domain == "" {
 		return true
@@ -207,10 +219,31 @@ func (c *Config) internal(a *Address) bool {
 	if !c.Internal.Contains(a.Domain) {
 		return false
 	}
+	if r := a.firstReading(); r != "" && !c.Internal.Contains(r) {
+		return false
+	}
 	if r := routedDomain(a.Addr); r != "" {
 		return c.Internal.Contains(r)
 	}
 	return true
+}
+
+// firstReading returns the normalized domain of Addr when it is not the
+// same as Domain: the lenient reader writes the first run of a domain
+// joined across blanks into Addr (see findAddrSpecs). It returns "" for
+// every other address.
+func (a *Address) firstReading() string {
+	if a.lower {
+		return ""
+	}
+	at := strings.LastIndexByte(a.Addr, '@')
+	if at < 0 || a.Addr[at+1:] == a.Domain {
+		return ""
+	}
+	if d := normalizedOrRaw(a.Addr[at+1:]); d != a.Domain {
+		return d
+	}
+	return ""
 }
 
 // routedDomain returns the normalized domain that the local part of addr
@@ -228,15 +261,6 @@ func routedDomain(addr string) string {
 		return normalizedOrRaw(strings.Trim(local[:i], `"`))
 	}
 	return ""
-}
-
-// orgDomain is the organization an external address belongs to: its
-// domain, or the one its local part routes to.
-func orgDomain(a Address) string {
-	if r := routedDomain(a.Addr); r != "" {
-		return r
-	}
-	return a.Domain
 }
 
 // dedupe is a set of address keys: a short list for the usual handful of
@@ -407,10 +431,9 @@ func (v *visible) remaining(fs *fieldSet, s Settings) (string, int) {
 	}
 	names := fs.displayNames()
 	var keep []string
-	for _, a := range fs.addrs {
-		if a.Internal {
-			a.Name = names[a.key()]
-			keep = append(keep, formatAddress(a))
+	for i := range fs.addrs {
+		if a := &fs.addrs[i]; a.Internal {
+			keep = append(keep, formatAddress(names[a.key()], a.Addr))
 		}
 	}
 	return strings.Join(keep, ",\r\n "), fs.total - len(keep)
@@ -419,9 +442,9 @@ func (v *visible) remaining(fs *fieldSet, s Settings) (string, int) {
 // formatAddress writes an address for a re-written field: the bare
 // addr-spec when it has no display name, otherwise the name (RFC 2047
 // encoded when not ASCII) and the address in angle brackets.
-func formatAddress(a Address) string {
-	ma := mail.Address{Name: a.Name, Address: a.Addr}
-	if a.Name == "" {
+func formatAddress(name, addr string) string {
+	ma := mail.Address{Name: name, Address: addr}
+	if name == "" {
 		return strings.Trim(ma.String(), "<>")
 	}
 	return ma.String()
@@ -436,8 +459,7 @@ func (v *visible) replacementValue(r Replacement) string {
 		for _, f := range v.from {
 			list, err := mail.ParseAddressList(unfold(f.Value))
 			if err == nil && len(list) > 0 {
-				a := Address{Name: list[0].Name, Addr: list[0].Address}
-				return formatAddress(a)
+				return formatAddress(list[0].Name, list[0].Address)
 			}
 		}
 	}

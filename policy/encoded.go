@@ -1,0 +1,103 @@
+package policy
+
+import (
+	"io"
+	"mime"
+	"strings"
+
+	"github.com/emersion/go-message/charset"
+)
+
+// This file decodes the RFC 2047 encoded-words of a field for the lenient
+// reader: a client shows them decoded, and addresses inside count.
+
+// wordDecoder decodes RFC 2047 encoded-words in the charsets go-message
+// knows (UTF-8, ISO-2022-JP, Shift_JIS, EUC-JP, ...), with or without an
+// RFC 2231 language (`=?UTF-8*ja?Q?...?=`), which clients show decoded.
+var wordDecoder = mime.WordDecoder{CharsetReader: func(cs string, r io.Reader) (io.Reader, error) {
+	cs = withoutLanguage(cs)
+	if strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "us-ascii") {
+		return r, nil
+	}
+	conv, err := charset.Reader(cs, r)
+	return smallCopy{conv}, err
+}}
+
+// smallCopy lets the word decoder's io.Copy read a converted word without
+// its 32 KiB copy buffer, allocated per word: an encoded-word is at most a
+// few hundred bytes.
+type smallCopy struct{ io.Reader }
+
+func (c smallCopy) WriteTo(w io.Writer) (int64, error) {
+	b, err := io.ReadAll(c.Reader)
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.Write(b)
+	return int64(n), err
+}
+
+// withoutLanguage removes an RFC 2231 language ("*ja") from a charset.
+func withoutLanguage(cs string) string {
+	if i := strings.IndexByte(cs, '*'); i >= 0 {
+		return cs[:i]
+	}
+	return cs
+}
+
+// decodedWords returns the decoded text of the encoded-words in s that may
+// hide an address (see mayHideAddress), each followed by a space; words
+// that do not decode are left out (the raw text was scanned already).
+// Converting a charset costs far more than looking at the bytes: Japanese
+// names, the usual encoded-words, are not converted.
+func decodedWords(s string) string {
+	var b strings.Builder
+	for i := 0; ; {
+		j := strings.Index(s[i:], "=?")
+		if j < 0 {
+			return b.String()
+		}
+		start := i + j
+		end, stop := encodedWordEnd(s, start)
+		if end < 0 {
+			// No encoded-word starts between start and stop either.
+			i = max(stop, start+2)
+			continue
+		}
+		if !mayHideAddress(s[start:end]) {
+			i = end
+			continue
+		}
+		if dec, err := wordDecoder.Decode(s[start:end]); err == nil {
+			b.WriteString(dec)
+			b.WriteByte(' ')
+		}
+		i = end
+	}
+}
+
+// encodedWordEnd returns the end of the encoded-word `=?charset?e?text?=`
+// at s[start], or -1 and where the scan stopped: at a blank, which no
+// encoded-word holds.
+func encodedWordEnd(s string, start int) (end, stop int) {
+	i := start + 2
+	for part := 0; part < 2; part++ {
+		for i < len(s) && s[i] != '?' {
+			if s[i] <= ' ' {
+				return -1, i
+			}
+			i++
+		}
+		i++ // '?'
+	}
+	for i+1 < len(s) {
+		switch {
+		case s[i] <= ' ':
+			return -1, i
+		case s[i] == '?' && s[i+1] == '=':
+			return i + 2, i + 2
+		}
+		i++
+	}
+	return -1, len(s)
+}
