@@ -209,3 +209,37 @@ func TestSplitBudgetUnderAMinute(t *testing.T) {
 		t.Errorf("budget for 10000 copies %v, want the 4 minute cap", b)
 	}
 }
+
+// TestSplitOnLockedRecordsHides: records another process holds open
+// (bbolt's file lock) fail to open after bbolt's timeout once; the open is
+// not tried again for each message (each would wait out the timeout), and
+// every message to split is hidden.
+func TestSplitOnLockedRecordsHides(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	snap := splitSnapshot(t, sink.Addr())
+	holder, err := split.OpenStore(snap.Split.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	p.Store(snap)
+	if err := srv.OpenSplitStore(snap); err == nil {
+		t.Fatal("records locked by another holder opened without an error")
+	}
+	s := miltertest.Dial(t, "tcp", addr)
+	start := time.Now()
+	for _, q := range []string{"Q6", "Q7", "Q8"} {
+		mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: q, Rcpts: []string{"a@ext.example", "b@ext.example"},
+			Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<" + q + "@city.example.jp>"}}})
+		if got := strings.Join(modStrings(mods), "\n"); act.Type != gomilter.ActionAccept || strings.Contains(got, "DelRcpt") {
+			t.Errorf("%s: action %v, mods %s", q, act, got)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("three messages took %v: the open was tried again for each", took)
+	}
+	if got := copies(sink); len(got) != 0 {
+		t.Errorf("copies without records: %v", got)
+	}
+}
