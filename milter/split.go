@@ -207,6 +207,8 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		return fallback("spool", st.spoolErr)
 	case !split.Identifiable(st.header, queueID):
 		return fallback("message_id", errors.New("no Message-ID of the sender's own: a retry could not be told from a new message"))
+	case s.server.isStopping():
+		return fallback("shutdown", errStopped)
 	}
 	store, err := s.server.splitStores.get(s.cfg.Split, s.server.log)
 	if err != nil {
@@ -240,10 +242,8 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		// original and the retry would find only the records written
 		// so far. Stopping between copies keeps every copy recorded;
 		// the rest go out on the hidden original, if the session lives.
-		select {
-		case <-s.server.stopping:
+		if s.server.isStopping() {
 			return errStopped
-		default:
 		}
 		return m.Progress()
 	})
@@ -295,6 +295,16 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 			slog.Int("handed_over", out.Sent+out.Before), slog.String("error", redact(out.Err)))
 	}
 	return res, nil
+}
+
+// isStopping reports whether Shutdown or Close has begun.
+func (s *Server) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // errStopped ends a split when the daemon begins to stop.

@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"context"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -242,4 +243,36 @@ func TestSplitOnLockedRecordsHides(t *testing.T) {
 	if got := copies(sink); len(got) != 0 {
 		t.Errorf("copies without records: %v", got)
 	}
+}
+
+// TestSplitDuringShutdownHides: a message that reaches end-of-message
+// after Shutdown began (its session still served until the deadline) is
+// hidden, not split: no copy goes out that a cut session could leave
+// without its original.
+func TestSplitDuringShutdownHides(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	p.Store(splitSnapshot(t, sink.Addr()))
+	s := miltertest.Dial(t, "tcp", addr)
+	stopped := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		close(stopped)
+	}()
+	for !srv.isStopping() {
+		time.Sleep(time.Millisecond)
+	}
+	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q9", Rcpts: []string{"a@ext.example", "b@ext.example"},
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<q9@city.example.jp>"}}})
+	got := strings.Join(modStrings(mods), "\n")
+	if act.Type != gomilter.ActionAccept || strings.Contains(got, "DelRcpt") || !strings.Contains(got, `"To" "undisclosed-recipients:;"`) {
+		t.Errorf("action %v, mods %s", act, got)
+	}
+	if got := copies(sink); len(got) != 0 {
+		t.Errorf("copies during shutdown: %v", got)
+	}
+	s.Close()
+	<-stopped
 }
