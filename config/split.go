@@ -6,8 +6,8 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bccguard/bccguard/policy"
