@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -318,5 +319,48 @@ func TestSplitRefusals(t *testing.T) {
 	}
 	if !strings.Contains(c.YAML(), "delivery: split") || !strings.Contains(c.YAML(), "max_recipients: 7") {
 		t.Errorf("effective config:\n%s", c.YAML())
+	}
+}
+
+// TestSplitStateDirCheckedForTheServiceUser: run as root, config check
+// warns when the service user could not write the state directory or
+// split.db (root passes every permission check itself).
+func TestSplitStateDirCheckedForTheServiceUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("checks what root cannot see; needs root")
+	}
+	old := ServiceUser
+	ServiceUser = "nobody"
+	defer func() { ServiceUser = old }()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	body := "reinject:\n  address: inet:127.0.0.1:10026\npolicy:\n  delivery: split\nsplit:\n  state_dir: " + dir + "\n"
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	warned := func() bool {
+		c, err := Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.Contains(w, "not writable by the service user nobody") })
+	}
+	if !warned() {
+		t.Error("no warning for a root-owned 0755 state_dir")
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if warned() {
+		t.Error("a warning for a world-writable state_dir")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "split.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !warned() {
+		t.Error("no warning for a root-owned 0600 split.db")
 	}
 }

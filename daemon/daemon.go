@@ -63,6 +63,7 @@ func Start(c *config.Config, o Options, log *slog.Logger, level *slog.LevelVar) 
 	d.metrics = metrics.New(o.Version)
 	d.metrics.ConfigLoaded(time.Now())
 	d.milter = milter.NewServer(&d.config, log, d.metrics)
+	d.checkSplitStore(c)
 
 	ln, err := milter.Listen(network, address, c.SocketMode)
 	if err != nil {
@@ -98,6 +99,22 @@ func Start(c *config.Config, o Options, log *slog.Logger, level *slog.LevelVar) 
 	log.Info("bccguard started", slog.String("listen", d.listen), slog.String("config", c.Name()),
 		slog.String("metrics", c.MetricsListen), slog.String("version", o.Version))
 	return d, nil
+}
+
+// checkSplitStore opens the split records (state_dir/split.db) as the
+// service user when c uses split, and says at error level when they
+// cannot be used. The daemon starts anyway: refusing to start would make
+// Postfix apply milter_default_action to all mail (tempfail stops every
+// message, accept hides nothing), while hiding instead of splitting keeps
+// every promise but the per-recipient To. docs/reliability.md tells what
+// to do.
+func (d *Daemon) checkSplitStore(c *config.Config) {
+	if err := d.milter.OpenSplitStore(c); err != nil {
+		d.log.Error("split records unusable: every message to split is hidden instead until bccguard is restarted with usable records; see docs/reliability.md",
+			slog.String("state_dir", c.Split.StateDir), slog.Any("error", err))
+	} else if c.Policy != nil && c.Policy.UsesSplit() {
+		d.log.Info("split records ready", slog.String("state_dir", c.Split.StateDir))
+	}
 }
 
 // readiness is what /readyz reports: nil, or why no mail can be served.
@@ -139,6 +156,7 @@ func (d *Daemon) Reload() error {
 		d.log.Warn("config: " + ch + " changes only at restart; keeping the running value")
 	}
 	d.level.Set(c.LogLevel)
+	d.checkSplitStore(c)
 	d.config.Store(c)
 	d.metrics.Reloaded(true)
 	for _, w := range c.Warnings {

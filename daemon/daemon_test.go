@@ -410,3 +410,19 @@ func TestAddressInUse(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestStartReportsDamagedSplitRecords: a split.db that cannot be read is
+// reported at start, at error level, and the daemon serves (hiding).
+func TestStartReportsDamagedSplitRecords(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "split.db"), bytes.Repeat([]byte{0xa5}, 4*4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := start(t, baseConfig+"policy:\n  delivery: split\nreinject:\n  address: inet:127.0.0.1:1\nsplit:\n  state_dir: "+dir+"\n")
+	if r := d.logs.records(t, "split records unusable: every message to split is hidden instead until bccguard is restarted with usable records; see docs/reliability.md"); len(r) != 1 || r[0]["level"] != "ERROR" {
+		t.Fatalf("start did not report the damaged records: %v\n%s", r, d.logs.String())
+	}
+	if !d.converts(t) {
+		t.Error("the daemon does not hide with damaged records")
+	}
+}

@@ -141,6 +141,7 @@ var checks = []check{
 	checkProtocol,
 	checkOrigin,
 	checkSigningOrder,
+	checkSplitOrder,
 	checkMilterAnswers,
 	checkVersion,
 }

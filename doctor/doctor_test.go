@@ -503,3 +503,23 @@ func TestReinjectionService(t *testing.T) {
 		t.Errorf("reinject check without reinject.address: %v", got)
 	}
 }
+
+// With delivery: split only a DKIM signer may follow bccguard: any other
+// milter after it (a scanner that may refuse) fails.
+func TestSplitOrder(t *testing.T) {
+	addr := inetMilter(t)
+	cd := right(t, addr, nil)
+	split := city + "policy:\n  delivery: split\nreinject:\n  address: inet:127.0.0.1:10026\nsplit:\n  state_dir: " + t.TempDir() + "\n"
+	cd.Postconf(t, "-e", "smtpd_milters="+addr+", inet:127.0.0.1:8891")
+	want(t, run(t, cd.Dir(), addr, split), "split order", doctor.OK, "no milter but a DKIM signer follows bccguard")
+	cd.Postconf(t, "-e", "smtpd_milters="+addr+", inet:127.0.0.1:8891, unix:/clamav/clamav-milter.ctl")
+	r := run(t, cd.Dir(), addr, split)
+	want(t, r, "split order", doctor.Fail, "unix:/clamav/clamav-milter.ctl after bccguard")
+	if !r.Failed() {
+		t.Fatal("not failed")
+	}
+	// With hide the order does not matter: no check.
+	if got := run(t, cd.Dir(), addr, city).Find("split order"); len(got) != 0 {
+		t.Errorf("split order checked without split: %v", got)
+	}
+}

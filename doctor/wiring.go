@@ -266,3 +266,38 @@ func checkSigningOrder(e *env) []Result {
 	}
 	return out
 }
+
+// splitFollowers are substrings of the addresses of milters that may come
+// after bccguard when it splits: DKIM signers (OpenDKIM, dkimpy-milter and
+// their usual port), which sign and never refuse.
+var splitFollowers = []string{"dkim", ":8891"}
+
+// checkSplitOrder: with delivery: split, only DKIM signers may follow
+// bccguard. The copies are handed over at end-of-message, before the
+// milters after bccguard answer: one that refuses a recipient (at RCPT,
+// after bccguard stored it) or the message (a virus or spam scanner's
+// 5xx) leaves copies out that Postfix refused, and the reinjection
+// service runs no scanner on them.
+func checkSplitOrder(e *env) []Result {
+	if e.cfg.Policy == nil || !e.cfg.Policy.UsesSplit() {
+		return nil
+	}
+	var out []Result
+	for _, p := range e.paths {
+		if p.bccguard < 0 || p.noMilters {
+			continue
+		}
+		for _, m := range p.entries[p.bccguard+1:] {
+			addr := strings.ToLower(m.Addr)
+			if !slices.ContainsFunc(splitFollowers, func(s string) bool { return strings.Contains(addr, s) }) {
+				out = append(out, Result{Status: Fail, Check: "split order",
+					Message: fmt.Sprintf("%s: %s lists %s after bccguard, and delivery: split is on: the copies go out before it answers, so a recipient or message it refuses still gets copies, unscanned.", p.what, p.where(p.param), m.Addr),
+					Fix:     "list " + m.Addr + " before bccguard in " + p.where(p.param) + " (only DKIM signers may follow bccguard), then postfix reload."})
+			}
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, Result{Check: "split order", Message: "delivery: split: no milter but a DKIM signer follows bccguard."})
+	}
+	return out
+}

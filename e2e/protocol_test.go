@@ -11,19 +11,13 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/bccguard/bccguard/internal/miltertest"
 )
 
 // Tests of local processes that connect to bccguard's milter port
 // directly, as any user on the host can (issue: "bccguard survives any
 // milter client"). None may stop Postfix's mail.
-
-// milterNegotiate is Postfix 3.7's negotiation packet.
-func milterNegotiate() []byte {
-	neg := binary.BigEndian.AppendUint32(nil, 6)
-	neg = binary.BigEndian.AppendUint32(neg, 0x1ff)
-	neg = binary.BigEndian.AppendUint32(neg, 0x1fffff)
-	return append(append(binary.BigEndian.AppendUint32(nil, uint32(len(neg)+1)), 'O'), neg...)
-}
 
 // milterAttacker connects to addr, negotiates when asked, and sends raw.
 func milterAttacker(t *testing.T, addr string, negotiate bool, raw []byte) net.Conn {
@@ -34,7 +28,7 @@ func milterAttacker(t *testing.T, addr string, negotiate bool, raw []byte) net.C
 	}
 	t.Cleanup(func() { c.Close() })
 	if negotiate {
-		c.Write(milterNegotiate())
+		c.Write(miltertest.RawNegotiation())
 		var hdr [4]byte
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {

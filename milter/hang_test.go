@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/bccguard/bccguard/internal/miltertest"
 )
 
 func rawPacket(code byte, data ...string) []byte {
@@ -28,10 +30,7 @@ func TestShutdownWithPeerThatNeverReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	neg := binary.BigEndian.AppendUint32(nil, 6)
-	neg = binary.BigEndian.AppendUint32(neg, 0x1ff)
-	neg = binary.BigEndian.AppendUint32(neg, 0x1fffff)
-	c.Write(append(append(binary.BigEndian.AppendUint32(nil, uint32(len(neg)+1)), 'O'), neg...))
+	c.Write(miltertest.RawNegotiation())
 	go func() {
 		for {
 			c.Write(rawPacket('M', "<staff@city.example.jp>"))

@@ -24,14 +24,8 @@ import (
 // below took the whole process down with go-milter v0.10.1 as published:
 // a failure here kills the test binary, not just the test.
 
-// optneg is the negotiation packet Postfix 3.7 sends: version 6, every
-// action and protocol option.
-func optneg() []byte {
-	neg := binary.BigEndian.AppendUint32(nil, 6)
-	neg = binary.BigEndian.AppendUint32(neg, 0x1ff)
-	neg = binary.BigEndian.AppendUint32(neg, 0x1fffff)
-	return append(append(binary.BigEndian.AppendUint32(nil, uint32(len(neg)+1)), 'O'), neg...)
-}
+// optneg is the negotiation packet Postfix 3.7 sends.
+var optneg = miltertest.RawNegotiation
 
 // rawDial connects without a milter client; negotiate says whether to
 // send the negotiation packet and wait for the reply first.

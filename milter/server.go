@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +99,10 @@ type Server struct {
 	origins *originWarner
 	// splitStores are the records of delivery: split (split.go).
 	splitStores splitStores
+	// stopping is closed when Shutdown or Close begins: splits in
+	// progress hand over no further copy.
+	stopping chan struct{}
+	stopOnce sync.Once
 	// notifier sends notices to senders; nil sends none (notify.go).
 	notifier *notice.Notifier
 }
@@ -126,7 +131,7 @@ func newServer(c *atomic.Pointer[config.Config], log *slog.Logger, m *metrics.Me
 	if m == nil {
 		m = metrics.New("")
 	}
-	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, limits: lim, origins: newOriginWarner()}
+	s := &Server{config: c, log: log, metrics: m, decide: policy.Decide, limits: lim, origins: newOriginWarner(), stopping: make(chan struct{})}
 	protocolLog.Store(log)
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
@@ -227,7 +232,13 @@ func init() {
 // Shutdown stops accepting connections and waits for the sessions in
 // flight to end, or for ctx to be done; then it closes what is left, and
 // Postfix applies milter_default_action to those messages.
+//
+// Splits in progress stop handing over copies at once (their remaining
+// recipients get the hidden original, so that the session ends well
+// within the deadline); the records are closed only after every split
+// has returned.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stopping) })
 	defer s.splitStores.close()
 	if err := s.srv.Shutdown(ctx); err != nil {
 		return fmt.Errorf("milter: shutdown: %w", err)
@@ -237,6 +248,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close stops the server at once, cutting sessions in flight.
 func (s *Server) Close() error {
+	s.stopOnce.Do(func() { close(s.stopping) })
 	defer s.splitStores.close()
 	return s.srv.Close()
 }

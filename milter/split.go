@@ -19,11 +19,23 @@ import (
 	"github.com/bccguard/bccguard/split"
 )
 
-// splitBudget bounds handing over the copies of one message: well inside
-// Postfix's default milter_content_timeout (300s), and bccguard also sends
-// a progress message after each copy, so that a lowered timeout does not
-// cut a split that is still moving.
-const splitBudget = 4 * time.Minute
+// splitBudget bounds handing over the copies of one message. The sender's
+// mail client waits for the answer to its DATA meanwhile, and gives up
+// after about a minute (Outlook 60 s, Thunderbird 100 s by default) while
+// Postfix still commits the message: the user sends it again and the Cc
+// and Bcc recipients get it twice. So the budget stays under a minute: 20
+// s plus a quarter second per copy allowed (split.max_recipients), 45 s
+// with the default 100, never more than 4 minutes (inside Postfix's
+// milter_content_timeout, 300 s by default). At the measured rate (more
+// than a hundred copies per second, docs/performance.md) a split takes a
+// second; the budget only matters when the reinjection service is slow,
+// and then the copies not handed over in time leave their recipients on
+// the hidden original. bccguard sends a progress message between copies,
+// so that a lowered milter_content_timeout does not cut a split that is
+// still moving.
+func splitBudget(maxRecipients int) time.Duration {
+	return min(20*time.Second+time.Duration(maxRecipients)*250*time.Millisecond, 4*time.Minute)
+}
 
 // On a connection whose snapshot uses split, splitActions is asked for on
 // top of Actions and splitWantedEvents are taken out of Protocol (without
@@ -193,11 +205,16 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		return fallback("max_message_bytes", fmt.Errorf("over split.max_message_bytes (%d)", s.cfg.Split.MaxMessageBytes))
 	case st.spoolErr != nil:
 		return fallback("spool", st.spoolErr)
+	case !split.Identifiable(st.header, queueID):
+		return fallback("message_id", errors.New("no Message-ID of the sender's own: a retry could not be told from a new message"))
+	case s.server.isStopping():
+		return fallback("shutdown", errStopped)
 	}
 	store, err := s.server.splitStores.get(s.cfg.Split, s.server.log)
 	if err != nil {
 		return fallback("state", err)
 	}
+	defer s.server.splitStores.running.Done()
 	body := st.body
 	if body == nil {
 		// No body chunk came: the body is empty.
@@ -209,7 +226,7 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		args[r] = st.rcptArgs[i]
 	}
 	job := &split.Job{
-		Digest: split.MessageDigest(s.sender, st.header, body.BodySum()),
+		Digest: split.MessageDigest(s.sender, split.StableFields(st.header, queueID), body.BodySum()),
 		Mail:   reinject.ParseMailArgs(s.sender, strings.Fields(st.mailArgs)),
 		Rcpt:   func(a string) reinject.Rcpt { return reinject.ParseRcptArgs(a, strings.Fields(args[a])) },
 		Header: st.header,
@@ -217,13 +234,23 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		Body:   body,
 	}
 	sp := &split.Splitter{Store: store, Reinject: reinject.Options{Address: s.cfg.Reinject.Address, Timeout: s.cfg.Reinject.Timeout}}
-	ctx, cancel := context.WithTimeout(context.Background(), splitBudget)
+	ctx, cancel := context.WithTimeout(context.Background(), splitBudget(s.cfg.Split.MaxRecipients))
 	defer cancel()
-	out := sp.Run(ctx, job, func() { _ = m.Progress() })
+	out := sp.Run(ctx, job, func() error {
+		// Stop handing over copies once the daemon is stopping or the
+		// milter connection is gone: Postfix would tempfail the
+		// original and the retry would find only the records written
+		// so far. Stopping between copies keeps every copy recorded;
+		// the rest go out on the hidden original, if the session lives.
+		if s.server.isStopping() {
+			return errStopped
+		}
+		return m.Progress()
+	})
 
 	s.server.metrics.SplitCopies(out.Sent)
 	if out.RecordErr != nil {
-		s.server.log.Error("copy handed over but not recorded: a retry after a crash would send it again",
+		s.server.log.Error("copy handed over but not recorded: a retry after a crash would send it again; no further copy handed over",
 			slog.String("queue_id", queueID), slog.String("error", redact(out.RecordErr)))
 	}
 	removed := map[string]bool{}
@@ -254,7 +281,11 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	res.discard = left == 0
 	if out.Failed > 0 {
 		reason := "reinject"
-		if errors.Is(out.Err, split.ErrRecords) {
+		if out.RecordErr != nil {
+			reason = "record"
+		} else if errors.Is(out.Err, errStopped) {
+			reason = "shutdown"
+		} else if errors.Is(out.Err, split.ErrRecords) {
 			reason = "state"
 		}
 		res.audit.Fallback = reason
@@ -266,35 +297,82 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	return res, nil
 }
 
-// splitStores opens each state directory's records once, when the first
-// split needs them, and prunes them now and then.
-type splitStores struct {
-	mu     sync.Mutex
-	byDir  map[string]*split.Store
-	pruned map[string]time.Time
-	prunes sync.WaitGroup
+// isStopping reports whether Shutdown or Close has begun.
+func (s *Server) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
+// errStopped ends a split when the daemon begins to stop.
+var errStopped = errors.New("bccguard is stopping")
+
+// splitStores opens each state directory's records once, and prunes them
+// now and then. A store that cannot be opened (damaged, locked, not
+// ours) is not tried again until restart: every split on it falls back to
+// hide, which loses and leaks nothing; a panic inside bbolt's Open leaves
+// the file locked, so a second try would only wait out its timeout.
+type splitStores struct {
+	mu     sync.Mutex
+	byDir  map[string]*storeEntry
+	prunes sync.WaitGroup
+	// running counts splits in progress: the stores are closed only
+	// after they have returned (and written their last record).
+	running sync.WaitGroup
+	closed  bool
+}
+
+type storeEntry struct {
+	once   sync.Once
+	store  *split.Store
+	err    error
+	pruned time.Time
+}
+
+// open returns the records of c.StateDir, opening them on first use. The
+// open runs outside mu: one slow or stuck state directory does not hold
+// up splits on another.
+func (ss *splitStores) open(c config.Split) (*storeEntry, error) {
+	ss.mu.Lock()
+	if ss.closed {
+		ss.mu.Unlock()
+		return nil, errors.New("milter: shutting down")
+	}
+	e, ok := ss.byDir[c.StateDir]
+	if !ok {
+		if ss.byDir == nil {
+			ss.byDir = map[string]*storeEntry{}
+		}
+		e = &storeEntry{}
+		ss.byDir[c.StateDir] = e
+	}
+	ss.mu.Unlock()
+	e.once.Do(func() { e.store, e.err = split.OpenStore(c.StateDir) })
+	return e, e.err
+}
+
+// get returns the store for a split and starts a prune when one is due.
+// The caller must call ss.running.Done when the split is over.
 func (ss *splitStores) get(c config.Split, log *slog.Logger) (*split.Store, error) {
+	e, err := ss.open(c)
+	if err != nil {
+		return nil, err
+	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	st, ok := ss.byDir[c.StateDir]
-	if !ok {
-		var err error
-		if st, err = split.OpenStore(c.StateDir); err != nil {
-			return nil, err
-		}
-		if ss.byDir == nil {
-			ss.byDir, ss.pruned = map[string]*split.Store{}, map[string]time.Time{}
-		}
-		ss.byDir[c.StateDir] = st
+	if ss.closed {
+		return nil, errors.New("milter: shutting down")
 	}
-	if time.Since(ss.pruned[c.StateDir]) > splitPruneInterval {
-		ss.pruned[c.StateDir] = time.Now()
+	ss.running.Add(1)
+	if time.Since(e.pruned) > splitPruneInterval {
+		e.pruned = time.Now()
 		ss.prunes.Add(1)
 		go func() {
 			defer ss.prunes.Done()
-			n, err := st.Prune(time.Now().Add(-c.Retention))
+			n, err := e.store.Prune(time.Now().Add(-c.Retention))
 			if err != nil {
 				log.Error("cannot prune split records", slog.String("state_dir", c.StateDir), slog.Any("error", err))
 			} else if n > 0 {
@@ -302,18 +380,37 @@ func (ss *splitStores) get(c config.Split, log *slog.Logger) (*split.Store, erro
 			}
 		}()
 	}
-	return st, nil
+	return e.store, nil
 }
 
-// close closes every store, once running prunes are done.
+// close closes every store, once running splits and prunes are done.
 func (ss *splitStores) close() {
+	ss.mu.Lock()
+	ss.closed = true
+	ss.mu.Unlock()
+	ss.running.Wait()
 	ss.prunes.Wait()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	for dir, st := range ss.byDir {
-		st.Close()
+	for dir, e := range ss.byDir {
+		if e.store != nil {
+			e.store.Close()
+		}
 		delete(ss.byDir, dir)
 	}
+}
+
+// OpenSplitStore opens and reads the records of the state directory of c
+// when c uses split, so that a damaged or unusable split.db is reported
+// when the daemon starts (or a reload turns split on), not at the first
+// split. The error is for the log: the daemon keeps running and every
+// message to split is hidden instead (see docs/reliability.md).
+func (s *Server) OpenSplitStore(c *config.Config) error {
+	if c == nil || c.Policy == nil || !c.Policy.UsesSplit() {
+		return nil
+	}
+	_, err := s.splitStores.open(c.Split)
+	return err
 }
 
 // addrPattern finds addresses in error texts: Postfix's replies quote the

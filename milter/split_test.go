@@ -1,7 +1,10 @@
 package milter
 
 import (
+	"context"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +62,7 @@ func TestSplitNegotiationFollowsTheSnapshotAtConnect(t *testing.T) {
 		t.Error("a split connection lacks body, recipients or recipient removal")
 	}
 	msg := miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q1", Rcpts: []string{"a@ext.example", "b@ext.example", "bcc@ext.example"},
-		Header: [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example, B <b@ext.example>"}, {"Subject", "s"}}}
+		Header: [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example, B <b@ext.example>"}, {"Subject", "s"}, {"Message-ID", "<m1@city.example.jp>"}}}
 
 	mods, act := before.Send(t, msg)
 	if act.Type != gomilter.ActionAccept || strings.Contains(strings.Join(modStrings(mods), "\n"), "DelRcpt") || len(copies(sink)) != 0 {
@@ -98,7 +101,7 @@ func TestSplitDiscardsAnEmptyOriginal(t *testing.T) {
 	p.Store(splitSnapshot(t, sink.Addr()))
 	s := miltertest.Dial(t, "tcp", addr)
 	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q2", Rcpts: []string{"a@ext.example", "b@ext.example"},
-		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}})
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<m2@city.example.jp>"}}})
 	if act.Type != gomilter.ActionDiscard {
 		t.Fatalf("action %v, mods %q", act, modStrings(mods))
 	}
@@ -124,7 +127,7 @@ func TestSplitPrunesOldRecords(t *testing.T) {
 	p.Store(snap)
 	s := miltertest.Dial(t, "tcp", addr)
 	s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q3", Rcpts: []string{"a@ext.example", "b@ext.example"},
-		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}}})
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<m3@city.example.jp>"}}})
 	srv.splitStores.close() // waits for the prune
 	st, err = split.OpenStore(snap.Split.StateDir)
 	if err != nil {
@@ -136,4 +139,140 @@ func TestSplitPrunesOldRecords(t *testing.T) {
 	if len(old) != 0 || len(recent) != 1 || st.Count() != 3 {
 		t.Errorf("after the prune: old %v, recent %v, %d records (want the recent one and this message's two)", old, recent, st.Count())
 	}
+}
+
+// TestSplitOnDamagedRecordsHides: a split.db bbolt cannot read is reported
+// by OpenSplitStore (the daemon calls it at start) and every message to
+// split is hidden instead: no crash, no copy, nothing lost.
+func TestSplitOnDamagedRecordsHides(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	snap := splitSnapshot(t, sink.Addr())
+	bad := make([]byte, 4*4096)
+	for i := range bad {
+		bad[i] = 0xa5
+	}
+	if err := os.WriteFile(filepath.Join(snap.Split.StateDir, split.StoreFile), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	p.Store(snap)
+	if err := srv.OpenSplitStore(snap); err == nil {
+		t.Fatal("a damaged split.db opened without an error")
+	}
+	s := miltertest.Dial(t, "tcp", addr)
+	for _, q := range []string{"Q4", "Q5"} {
+		mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: q, Rcpts: []string{"a@ext.example", "b@ext.example"},
+			Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<m1@city.example.jp>"}}})
+		got := strings.Join(modStrings(mods), "\n")
+		if act.Type != gomilter.ActionAccept || strings.Contains(got, "DelRcpt") || !strings.Contains(got, `"To" "undisclosed-recipients:;"`) {
+			t.Errorf("%s: action %v, mods %s", q, act, got)
+		}
+	}
+	if got := copies(sink); len(got) != 0 {
+		t.Errorf("copies handed over without records: %v", got)
+	}
+}
+
+// TestSplitNeedsTheSendersMessageID: without a Message-ID, or with one
+// Postfix made up from this attempt's queue id, a retry could not be told
+// from a new message: such mail is hidden, not split.
+func TestSplitNeedsTheSendersMessageID(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	addr, p, _ := startServer(t, cityPolicy(t, nil))
+	p.Store(splitSnapshot(t, sink.Addr()))
+	s := miltertest.Dial(t, "tcp", addr)
+	for name, h := range map[string][][2]string{
+		"none":      {{"To", "a@ext.example, b@ext.example"}},
+		"postfix's": {{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<20261202061500.4XyZ1r2ABC@mx.city.example.jp>"}},
+	} {
+		mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "4XyZ1r2ABC", Rcpts: []string{"a@ext.example", "b@ext.example"}, Header: h})
+		got := strings.Join(modStrings(mods), "\n")
+		if act.Type != gomilter.ActionAccept || strings.Contains(got, "DelRcpt") || !strings.Contains(got, `"To" "undisclosed-recipients:;"`) {
+			t.Errorf("%s Message-ID: action %v, mods %s", name, act, got)
+		}
+	}
+	if got := copies(sink); len(got) != 0 {
+		t.Errorf("copies of a message without its own Message-ID: %v", got)
+	}
+}
+
+// TestSplitBudgetUnderAMinute: with the default split.max_recipients the
+// split ends before a mail client gives up waiting for its DATA answer
+// (Outlook: 60 s); a larger limit gets more time, up to 4 minutes.
+func TestSplitBudgetUnderAMinute(t *testing.T) {
+	if b := splitBudget(100); b != 45*time.Second {
+		t.Errorf("budget for 100 copies %v, want 45s", b)
+	}
+	if b := splitBudget(10); b >= splitBudget(100) {
+		t.Errorf("budget for 10 copies %v: not less than for 100", b)
+	}
+	if b := splitBudget(10000); b != 4*time.Minute {
+		t.Errorf("budget for 10000 copies %v, want the 4 minute cap", b)
+	}
+}
+
+// TestSplitOnLockedRecordsHides: records another process holds open
+// (bbolt's file lock) fail to open after bbolt's timeout once; the open is
+// not tried again for each message (each would wait out the timeout), and
+// every message to split is hidden.
+func TestSplitOnLockedRecordsHides(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	snap := splitSnapshot(t, sink.Addr())
+	holder, err := split.OpenStore(snap.Split.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	p.Store(snap)
+	if err := srv.OpenSplitStore(snap); err == nil {
+		t.Fatal("records locked by another holder opened without an error")
+	}
+	s := miltertest.Dial(t, "tcp", addr)
+	start := time.Now()
+	for _, q := range []string{"Q6", "Q7", "Q8"} {
+		mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: q, Rcpts: []string{"a@ext.example", "b@ext.example"},
+			Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<" + q + "@city.example.jp>"}}})
+		if got := strings.Join(modStrings(mods), "\n"); act.Type != gomilter.ActionAccept || strings.Contains(got, "DelRcpt") {
+			t.Errorf("%s: action %v, mods %s", q, act, got)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("three messages took %v: the open was tried again for each", took)
+	}
+	if got := copies(sink); len(got) != 0 {
+		t.Errorf("copies without records: %v", got)
+	}
+}
+
+// TestSplitDuringShutdownHides: a message that reaches end-of-message
+// after Shutdown began (its session still served until the deadline) is
+// hidden, not split: no copy goes out that a cut session could leave
+// without its original.
+func TestSplitDuringShutdownHides(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	p.Store(splitSnapshot(t, sink.Addr()))
+	s := miltertest.Dial(t, "tcp", addr)
+	stopped := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		close(stopped)
+	}()
+	for !srv.isStopping() {
+		time.Sleep(time.Millisecond)
+	}
+	mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: "Q9", Rcpts: []string{"a@ext.example", "b@ext.example"},
+		Header: [][2]string{{"To", "a@ext.example, b@ext.example"}, {"Message-ID", "<q9@city.example.jp>"}}})
+	got := strings.Join(modStrings(mods), "\n")
+	if act.Type != gomilter.ActionAccept || strings.Contains(got, "DelRcpt") || !strings.Contains(got, `"To" "undisclosed-recipients:;"`) {
+		t.Errorf("action %v, mods %s", act, got)
+	}
+	if got := copies(sink); len(got) != 0 {
+		t.Errorf("copies during shutdown: %v", got)
+	}
+	s.Close()
+	<-stopped
 }

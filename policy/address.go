@@ -153,6 +153,7 @@ func notIn(seen, parsed []Address) []Address {
 			extra = append(extra, a)
 		}
 	}
+	d.release()
 	return extra
 }
 

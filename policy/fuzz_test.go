@@ -1,6 +1,7 @@
 package policy
 
 import (
+	netmail "net/mail"
 	"strings"
 	"testing"
 
@@ -219,7 +220,10 @@ func checkCopies(t *testing.T, cfg *Config, h []Field, d Decision, rcpts []strin
 					continue
 				}
 				if d.Settings.Move == MoveExternal {
-					if one := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: []Field{{"To", a.Addr}}}); one.ToExternal == 0 {
+					// Decided as written (quoted where it must be): a.Addr
+					// unquoted may read as more than one address.
+					shown := (&netmail.Address{Address: a.Addr}).String()
+					if one := Decide(cfg, Message{Sender: "staff@city.example.jp", Header: []Field{{"To", shown}}}); one.ToExternal == 0 {
 						continue
 					}
 				}

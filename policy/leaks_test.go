@@ -317,17 +317,34 @@ func TestPostfixRewriteOfRawJIS(t *testing.T) {
 }
 
 // TestDedupeGrows: the hash set grows past its hint and still tells new
-// keys from repeated ones.
+// keys from repeated ones, also in tables recycled from earlier sets of
+// other sizes, which come back empty.
 func TestDedupeGrows(t *testing.T) {
-	var d dedupe
-	for i := 0; i < 5000; i++ {
-		if !d.add(strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strings.Repeat("y", i/26)) {
-			t.Fatalf("key %d seen as a repeat", i)
-		}
+	key := func(i int) string {
+		return strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strings.Repeat("y", i/26)
 	}
-	for i := 0; i < 5000; i += 97 {
-		if d.add(strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strings.Repeat("y", i/26)) {
-			t.Fatalf("repeat %d seen as new", i)
+	for round, n := range []int{5000, 40, 300, 5000, 9} {
+		var d dedupe
+		d.hint = 100 // grows past it for the large sets
+		for i := 0; i < n; i++ {
+			if !d.add(key(i)) {
+				t.Fatalf("round %d: key %d seen as a repeat", round, i)
+			}
+		}
+		for i := 0; i < n; i += 7 {
+			if d.add(key(i)) {
+				t.Fatalf("round %d: repeat %d seen as new", round, i)
+			}
+		}
+		if n > len(d.arr) && d.n != n {
+			t.Fatalf("round %d: %d keys in the table, want %d", round, d.n, n)
+		}
+		table := d.table
+		d.release()
+		for i, h := range table {
+			if h != 0 {
+				t.Fatalf("round %d: slot %d not cleared on release", round, i)
+			}
 		}
 	}
 }

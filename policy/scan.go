@@ -131,7 +131,18 @@ func (p *scanner) mailboxAfter(words int, last span) bool {
 	if p.domainUpper {
 		domain = normalizedOrRaw(domain)
 	}
-	p.out = append(p.out, Address{Addr: addr, Domain: domain, lower: p.lower})
+	// Field by field rather than an append of a whole Address: while the
+	// collector runs, copying a struct with pointers goes through a bulk
+	// write barrier that costs more than reading the address. The result
+	// was sized for every "@" of the field, so it does not grow here.
+	n := len(p.out)
+	if n < cap(p.out) {
+		p.out = p.out[:n+1]
+	} else {
+		p.out = append(p.out, Address{})
+	}
+	a := &p.out[n]
+	a.Addr, a.Domain, a.lower = addr, domain, p.lower
 	return true
 }
 
@@ -151,9 +162,12 @@ type span struct{ start, end int }
 func (p *scanner) eof() bool { return p.i >= len(p.s) }
 
 func (p *scanner) skipWS() {
-	for p.i < len(p.s) && blank[p.s[p.i]] {
-		p.i++
+	// On locals: a loop on p.i would load and store it at every byte.
+	s, i := p.s, p.i
+	for i < len(s) && blank[s[i]] {
+		i++
 	}
+	p.i = i
 }
 
 // blank holds the bytes skipWS skips: blanks and line breaks.
@@ -205,6 +219,13 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 func plainQuotedEnd(s string, from int) int {
 	encoded := false
 	for k := from; k < len(s); k++ {
+		// Plain text is nearly all of it: a tight loop over it first.
+		for k < len(s) && quotedClass[s[k]] == quotedPlain {
+			k++
+		}
+		if k == len(s) {
+			break
+		}
 		switch quotedClass[s[k]] {
 		case quotedEnd:
 			if encoded && mayHideAddress(s[from:k]) {
@@ -263,41 +284,45 @@ func (p *scanner) addrSpecFrom(start int, upper bool) (string, bool) {
 // whether it is a valid dot-atom (not empty, no leading, trailing or
 // double dot).
 func dotAtomEnd(s string, i int) (end int, upper, ok bool) {
-	start, dot := i, true // a leading dot is invalid
-	for ; i < len(s); i++ {
-		switch atomClass[s[i]] {
-		case classAtext:
-			dot = false
-		case classDot:
-			if dot {
-				return i, upper, false
+	var seen uint8 // the classes of the atext read, for classUpper
+	for {
+		// One atom: a tight loop over atext, the dots between atoms
+		// handled once each.
+		start := i
+		for i < len(s) {
+			c := atomClass[s[i]]
+			if c&classAtext == 0 {
+				break
 			}
-			dot = true
-		case classUpper:
-			upper, dot = true, false
-		default:
-			return i, upper, i > start && !dot
+			seen |= c
+			i++
 		}
+		upper = seen&classUpper != 0
+		if i == start {
+			// Empty atom: nothing at all, a leading, trailing or double dot.
+			return i, upper, false
+		}
+		if i == len(s) || s[i] != '.' {
+			return i, upper, true
+		}
+		i++
 	}
-	return i, upper, i > start && !dot
 }
 
+// The classes of atomClass are bits: every capital is atext too.
 const (
-	classNone  = iota // not ASCII atext
-	classAtext        // atext other than a capital
-	classUpper        // A to Z
-	classDot          // '.'
+	classAtext = 1 << iota // ASCII atext
+	classUpper             // A to Z
 )
 
-// atomClass classifies the bytes of ASCII dot-atoms for dotAtomEnd.
+// atomClass classifies the bytes of ASCII dot-atoms for dotAtomEnd; '.' and
+// everything that is not ASCII atext are 0.
 var atomClass = func() (t [256]uint8) {
 	for c := range t {
 		switch {
-		case c == '.':
-			t[c] = classDot
 		case 'A' <= c && c <= 'Z':
-			t[c] = classUpper
-		case c < 0x80 && isAtextByte(byte(c), false):
+			t[c] = classAtext | classUpper
+		case c != '.' && c < 0x80 && isAtextByte(byte(c), false):
 			t[c] = classAtext
 		}
 	}

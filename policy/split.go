@@ -18,6 +18,15 @@ type Copy struct {
 	Edits []Edit
 }
 
+// RecipientKey is the key of an envelope recipient, the one used for
+// duplicates: "A@x" and "a@X", and the U-label and A-label forms of one
+// IDN domain, are one recipient. Records of split copies use it too, so
+// that a retry spelling an address differently finds its record.
+func RecipientKey(rcpt string) string {
+	rcpt = strings.TrimSuffix(strings.TrimPrefix(rcpt, "<"), ">")
+	return (&Address{Addr: rcpt, Domain: addrDomain(rcpt)}).key()
+}
+
 // split turns a conversion into copies: every envelope recipient whose
 // address is a moved To address gets one. The To addresses are matched
 // with the key used for duplicates, so case and the IDN form do not
@@ -28,7 +37,7 @@ func (v *visible) split(d Decision, s Settings, rcpts []string) Decision {
 	var copies []Copy
 	for _, r := range rcpts {
 		r = strings.TrimSuffix(strings.TrimPrefix(r, "<"), ">")
-		k := (&Address{Addr: r, Domain: addrDomain(r)}).key()
+		k := RecipientKey(r)
 		if i, ok := byKey[k]; ok {
 			if i >= 0 {
 				copies[i].Rcpts = append(copies[i].Rcpts, r)

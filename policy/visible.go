@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message/mail"
 )
@@ -202,7 +203,26 @@ func readVisible(cfg *Config, h []Field, withCc, parse, orgs bool) *visible {
 			}
 		}
 	}
+	v.release()
 	return v
+}
+
+// release gives back the hash tables of v's tallies once the fields are
+// read: the decision needs only the counts from then on.
+func (v *visible) release() {
+	for _, l := range []*lists{&v.main, v.resent} {
+		if l == noResent {
+			continue
+		}
+		for _, t := range []*tally{&l.to.tally, &l.cc.tally, l.combined} {
+			if t != nil {
+				t.seen.release()
+				if t.orgSeen != nil {
+					t.orgSeen.release()
+				}
+			}
+		}
+	}
 }
 
 // internal reports whether a is one of the organization's own addresses.
@@ -275,9 +295,39 @@ type dedupe struct {
 	// would only under-count one address, and the seed is secret, so no
 	// sender can aim for one.
 	table []uint64
-	n     int
+	// buf holds table, from and back to tablePool.
+	buf *hashTable
+	n   int
 	// hint is how many keys may come, to size the table once.
 	hint int
+}
+
+// hashTable is the memory of a dedupe table, all zero while in tablePool.
+type hashTable struct{ slots []uint64 }
+
+// tablePool recycles the tables of dedupe. A decision needs its tables only
+// while it reads the fields, and a long list makes one of several KiB:
+// allocating it anew for every message doubles the garbage of reading.
+var tablePool = sync.Pool{New: func() any { return &hashTable{} }}
+
+// newTable gives d a free table of size slots (a power of two).
+func (d *dedupe) newTable(size int) {
+	b := tablePool.Get().(*hashTable)
+	if cap(b.slots) < size {
+		b.slots = make([]uint64, size)
+	}
+	d.buf, d.table, d.n = b, b.slots[:size], 0
+}
+
+// release clears d's table and gives it back to tablePool; d must not be
+// added to afterwards.
+func (d *dedupe) release() {
+	if d.buf == nil {
+		return
+	}
+	clear(d.table) // no hash of this message stays behind
+	tablePool.Put(d.buf)
+	d.buf, d.table = nil, nil
 }
 
 // dedupeSeed keys the hashes of dedupe for the life of the process.
@@ -304,7 +354,7 @@ func (d *dedupe) add(k string) bool {
 	for size < 2*d.hint {
 		size <<= 1
 	}
-	d.table = make([]uint64, size)
+	d.newTable(size)
 	for _, s := range d.small {
 		d.addHash(maphash.String(dedupeSeed, s))
 	}
@@ -317,13 +367,15 @@ func (d *dedupe) addHash(h uint64) bool {
 		h = 1 // 0 marks a free slot
 	}
 	if 2*(d.n+1) > len(d.table) {
-		old := d.table
-		d.table, d.n = make([]uint64, 2*len(old)), 0
+		oldBuf, old := d.buf, d.table
+		d.newTable(2 * len(old))
 		for _, o := range old {
 			if o != 0 {
 				d.addHash(o)
 			}
 		}
+		clear(old)
+		tablePool.Put(oldBuf)
 	}
 	mask := uint64(len(d.table) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {

@@ -1,8 +1,10 @@
 package reinject
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 )
@@ -49,14 +51,35 @@ func ParseRcptArgs(addr string, args []string) Rcpt {
 			// Postfix checks the type when it receives ORCPT; it is
 			// "rfc822" (or "utf-8") in any case.
 			if strings.EqualFold(typ, "utf-8") {
+				// RFC 6533: utf-8-addr-xtext or -unitext, escapes
+				// written \x{HEX}, not xtext's +HH.
 				r.ORcptType = smtp.DSNAddressTypeUTF8
+				r.ORcpt = decodeUTF8Addr(val)
 			} else {
 				r.ORcptType = smtp.DSNAddressTypeRFC822
+				r.ORcpt = decodeXtext(val)
 			}
-			r.ORcpt = decodeXtext(val)
 		}
 	}
 	return r
+}
+
+// utf8Escape is RFC 6533's escape of one code point.
+var utf8Escape = regexp.MustCompile(`\\x\{[0-9A-Fa-f]{1,6}\}`)
+
+// decodeUTF8Addr undoes RFC 6533's \x{HEX} escapes (go-smtp encodes them
+// again when it sends); a malformed escape is kept as written.
+func decodeUTF8Addr(s string) string {
+	if !strings.Contains(s, `\x{`) {
+		return s
+	}
+	return utf8Escape.ReplaceAllStringFunc(s, func(m string) string {
+		n, err := strconv.ParseUint(m[3:len(m)-1], 16, 32)
+		if err != nil || !utf8.ValidRune(rune(n)) {
+			return m
+		}
+		return string(rune(n))
+	})
 }
 
 // decodeXtext undoes RFC 3461 xtext ("+2B" for "+"); a malformed escape is

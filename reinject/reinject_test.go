@@ -242,6 +242,13 @@ func TestParseArgs(t *testing.T) {
 	if !slices.Equal(r.Notify, []smtp.DSNNotify{"SUCCESS", "FAILURE"}) || r.ORcpt != "Bob+x@example.com" || r.ORcptType != smtp.DSNAddressTypeRFC822 {
 		t.Errorf("rcpt %+v", r)
 	}
+	r = ParseRcptArgs("tanaka@example.jp", []string{`ORCPT=utf-8;\x{7530}\x{4E2D}+x@example.jp`})
+	if r.ORcpt != "田中+x@example.jp" || r.ORcptType != smtp.DSNAddressTypeUTF8 {
+		t.Errorf("utf-8 ORCPT %+v", r)
+	}
+	if got := decodeUTF8Addr(`a\x{D800}b\x{zz}`); got != `a\x{D800}b\x{zz}` {
+		t.Errorf("malformed utf-8 escape: %q", got)
+	}
 	if got := decodeXtext("bad+zz+4"); got != "bad+zz+4" {
 		t.Errorf("malformed xtext: %q", got)
 	}

@@ -14,13 +14,11 @@ type Digest [sha256.Size]byte
 // body (bodySum, from Spool.BodySum). Received fields are left out: Postfix
 // puts its own on top, with a new queue id and time on each attempt.
 //
-// Everything else counts, also a Message-ID or Date that Postfix adds to a
-// message without one (for clients in local_header_rewrite_clients): each
-// attempt of such a message then has its own digest, and a retry after a
-// crash may give second copies. Leaving those out instead would let two
-// different messages with the same text, sent within a second, pass for a
-// retry, and the second would reach nobody: a duplicate is the lesser
-// harm. Mail clients always write both fields.
+// Everything else counts. The sender's own Message-ID is what tells two
+// messages with the same text apart, so a message is split only when it
+// has one (Identifiable); fields that name this attempt's queue id (what
+// a milter before bccguard may add, such as X-Rspamd-Queue-Id) are left
+// out with StableFields.
 func MessageDigest(sender string, header []policy.Field, bodySum []byte) Digest {
 	h := sha256.New()
 	h.Write([]byte(sender))
@@ -39,4 +37,38 @@ func MessageDigest(sender string, header []policy.Field, bodySum []byte) Digest 
 	var d Digest
 	h.Sum(d[:0])
 	return d
+}
+
+// Identifiable reports whether header identifies its message across
+// Postfix's retries: it has a Message-ID, and not one Postfix made up for
+// this attempt. Postfix adds a Message-ID built from the queue id
+// (<date.QUEUEID@myhostname>) to mail without one from sendmail (PHP
+// mail(), cron) and from clients in local_header_rewrite_clients; each
+// retry then has another, and its copies would go out again. Clients
+// outside that list get none at all: two alerts with the same text to the
+// same people would pass for one message, and the second would reach
+// nobody. Such messages are hidden instead of split.
+func Identifiable(header []policy.Field, queueID string) bool {
+	for _, f := range header {
+		if strings.EqualFold(f.Name, "Message-ID") {
+			v := strings.TrimSpace(f.Value)
+			return v != "" && (queueID == "" || !strings.Contains(v, queueID))
+		}
+	}
+	return false
+}
+
+// StableFields returns header without the fields that name queueID:
+// those differ on each attempt.
+func StableFields(header []policy.Field, queueID string) []policy.Field {
+	if queueID == "" {
+		return header
+	}
+	out := make([]policy.Field, 0, len(header))
+	for _, f := range header {
+		if !strings.Contains(f.Value, queueID) {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -53,10 +53,15 @@ type Splitter struct {
 }
 
 // Run hands over every copy not yet recorded, over one connection, and
-// records each one Postfix accepted. progress is called after each copy
-// (the milter tells Postfix it is still working). It gives up on the rest
-// when ctx ends.
-func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
+// records each one Postfix accepted. progress is called before each copy
+// after the first (the milter tells Postfix it is still working); when it
+// returns an error (the milter connection is gone, the daemon is stopping)
+// no further copy is handed over and the rest count as failed: their
+// recipients stay on the original. Unlike ctx, which gives up on the rest
+// when it ends and may cut a copy between its final dot and Postfix's
+// 250, progress never interrupts a copy, so each one handed over is also
+// recorded.
+func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Outcome {
 	out := Outcome{HandedOver: make([]bool, len(job.Copies))}
 	done, err := s.Store.HandedOver(job.Digest)
 	if err != nil {
@@ -67,7 +72,7 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 	}
 	var pending []int
 	for i, c := range job.Copies {
-		if done[strings.ToLower(c.Rcpts[0])] {
+		if done[policy.RecipientKey(c.Rcpts[0])] {
 			out.HandedOver[i] = true
 			out.Before++
 			continue
@@ -87,13 +92,17 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 	// finished before that copy's final dot: the fsync does not hold up
 	// the next copy, and at any moment at most one copy of this message
 	// is in Postfix's queue without its record (the window).
+	// A record that failed (disk full, damaged file) stops the split:
+	// waitRecord's error makes the next copy end without its final dot
+	// (Postfix discards it), and no further copy is tried. A copy without
+	// a record would be sent again by a retry.
 	var recorded chan struct{}
 	waitRecord := func() error {
 		if recorded != nil {
 			<-recorded
 			recorded = nil
 		}
-		return nil
+		return out.RecordErr
 	}
 	defer waitRecord()
 	record := func(rcpt, queueID string) {
@@ -108,7 +117,19 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 			}
 		}()
 	}
-	for _, i := range pending {
+	var recordErr error // RecordErr, read only after waitRecord
+	for n, i := range pending {
+		stop := recordErr
+		if stop == nil && n > 0 && progress != nil {
+			stop = progress()
+		}
+		if stop != nil {
+			out.Failed += len(pending) - n
+			if out.Err == nil {
+				out.Err = fmt.Errorf("split: stopped: %w", stop)
+			}
+			break
+		}
 		c := job.Copies[i]
 		header := policy.FormatHeader(policy.Apply(job.Header, c.Edits))
 		tx := reinject.Transaction{
@@ -118,9 +139,8 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 			BeforeEnd: waitRecord,
 		}
 		res := client.Send(&tx)
-		if progress != nil {
-			progress()
-		}
+		// The transaction may have failed before BeforeEnd.
+		recordErr = waitRecord()
 		if !res.HandedOver {
 			out.Failed++
 			if out.Err == nil {
@@ -130,8 +150,7 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func()) Outcome {
 		}
 		out.HandedOver[i] = true
 		out.Sent++
-		waitRecord() // the transaction may have failed before BeforeEnd
-		record(c.Rcpts[0], res.QueueID)
+		record(policy.RecipientKey(c.Rcpts[0]), res.QueueID)
 	}
 	waitRecord()
 	if out.Err == nil && out.Failed > 0 {

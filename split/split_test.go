@@ -3,15 +3,18 @@ package split
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/bccguard/bccguard/policy"
 	"github.com/bccguard/bccguard/reinject"
@@ -29,7 +32,7 @@ func TestStoreRecordsSurviveReopenAndArePruned(t *testing.T) {
 		d    Digest
 		rcpt string
 		at   time.Time
-	}{{d1, "A@x.example", now}, {d1, "b@x.example", now.Add(-3 * time.Hour)}, {d2, "a@x.example", now}} {
+	}{{d1, "a@x.example", now}, {d1, "b@x.example", now.Add(-3 * time.Hour)}, {d2, "a@x.example", now}} {
 		if err := s.Record(r.d, r.rcpt, "QID", r.at); err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +134,10 @@ func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	return nil
 }
 func (ss *smtpSession) Data(r io.Reader) error {
-	b, _ := io.ReadAll(r)
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err // cut before the final dot: not accepted
+	}
 	ss.s.mu.Lock()
 	ss.s.rcpts = append(ss.s.rcpts, ss.rcpt)
 	ss.s.data = append(ss.s.data, string(b))
@@ -172,8 +178,8 @@ func TestRunHandsOverRecordsAndSkipsOnRetry(t *testing.T) {
 		Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
 	sp := &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: 5 * time.Second}}
 	progress := 0
-	out := sp.Run(context.Background(), job, func() { progress++ })
-	if out.Sent != 2 || out.Failed != 1 || out.Before != 0 || out.Err == nil || progress != 3 ||
+	out := sp.Run(context.Background(), job, func() error { progress++; return nil })
+	if out.Sent != 2 || out.Failed != 1 || out.Before != 0 || out.Err == nil || progress != 2 ||
 		!out.HandedOver[0] || out.HandedOver[1] || !out.HandedOver[2] {
 		t.Fatalf("first run %+v (progress %d)", out, progress)
 	}
@@ -193,6 +199,77 @@ func TestRunHandsOverRecordsAndSkipsOnRetry(t *testing.T) {
 	job.Digest = Digest{10}
 	if out := sp.Run(context.Background(), job, nil); out.Sent != 0 || out.Failed != 3 || out.Err == nil {
 		t.Errorf("service down: %+v", out)
+	}
+}
+
+// TestRunStopsAtAFailedRecord: when a record cannot be written (disk
+// full, read-only), the next copy is cut before its final dot and no
+// further copy is tried: a copy without its record would be sent again by
+// a retry. Their recipients stay on the original.
+func TestRunStopsAtAFailedRecord(t *testing.T) {
+	srv := startSMTP(t)
+	dir := t.TempDir()
+	s, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bolt.Open(filepath.Join(dir, StoreFile), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &Store{db: db}
+	defer store.Close()
+	var copies []policy.Copy
+	for _, r := range []string{"a@x.example", "b@x.example", "c@x.example", "d@x.example"} {
+		copies = append(copies, policy.Copy{Rcpts: []string{r}, To: r})
+	}
+	body := NewSpool(t.TempDir())
+	body.Write([]byte("body\r\n"))
+	job := &Job{Digest: Digest{12}, Mail: reinject.Mail{From: "s@city.example"}, Header: []policy.Field{{Name: "To", Value: "a@x.example"}},
+		Copies: copies, Body: body, Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
+	sp := &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: 5 * time.Second}}
+	out := sp.Run(context.Background(), job, nil)
+	if out.RecordErr == nil || out.Sent != 1 || out.Failed != 3 || !out.HandedOver[0] || out.HandedOver[1] {
+		t.Fatalf("run with failing records %+v", out)
+	}
+	time.Sleep(100 * time.Millisecond) // the server sees the cut copy
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if len(srv.rcpts) != 1 {
+		t.Errorf("copies accepted: %q, want only the first", srv.rcpts)
+	}
+}
+
+// TestRunStopsBetweenCopies: once progress fails (the milter connection is
+// gone, the daemon is stopping), no further copy is handed over, and each
+// one handed over before is recorded: the retry sends only the rest.
+func TestRunStopsBetweenCopies(t *testing.T) {
+	srv := startSMTP(t)
+	store, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var copies []policy.Copy
+	for _, r := range []string{"a@x.example", "b@x.example", "c@x.example"} {
+		copies = append(copies, policy.Copy{Rcpts: []string{r}, To: r})
+	}
+	body := NewSpool(t.TempDir())
+	body.Write([]byte("body\r\n"))
+	job := &Job{Digest: Digest{11}, Mail: reinject.Mail{From: "s@city.example"}, Header: []policy.Field{{Name: "To", Value: "a@x.example"}},
+		Copies: copies, Body: body, Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
+	sp := &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: 5 * time.Second}}
+	stop := errors.New("connection gone")
+	out := sp.Run(context.Background(), job, func() error { return stop })
+	if out.Sent != 1 || out.Failed != 2 || !errors.Is(out.Err, stop) || !out.HandedOver[0] || out.HandedOver[1] {
+		t.Fatalf("stopped run %+v", out)
+	}
+	if got, _ := store.HandedOver(Digest{11}); len(got) != 1 || !got["a@x.example"] {
+		t.Errorf("records after the stop: %v", got)
+	}
+	if len(srv.rcpts) != 1 {
+		t.Errorf("server got %q", srv.rcpts)
 	}
 }
 
@@ -220,5 +297,51 @@ func BenchmarkRecord(b *testing.B) {
 		if err := s.Record(d, "someone@ext.example", "4ABCDEF", time.Now()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestIdentifiable(t *testing.T) {
+	for _, c := range []struct {
+		h    []policy.Field
+		want bool
+	}{
+		{[]policy.Field{{Name: "Subject", Value: "s"}}, false},
+		{[]policy.Field{{Name: "message-id", Value: " "}}, false},
+		{[]policy.Field{{Name: "Message-ID", Value: "<20261202061500.4XyZ1r2ABC@mx.city.example.jp>"}}, false},
+		{[]policy.Field{{Name: "Message-Id", Value: "<abc.def@pc.city.example.jp>"}}, true},
+	} {
+		if got := Identifiable(c.h, "4XyZ1r2ABC"); got != c.want {
+			t.Errorf("%v: %v", c.h, got)
+		}
+	}
+	h := []policy.Field{{Name: "X-Rspamd-Queue-Id", Value: "4XyZ1r2ABC"}, {Name: "Message-ID", Value: "<a@b>"}}
+	h2 := []policy.Field{{Name: "X-Rspamd-Queue-Id", Value: "5QQQ"}, {Name: "Message-ID", Value: "<a@b>"}}
+	if MessageDigest("s", StableFields(h, "4XyZ1r2ABC"), nil) != MessageDigest("s", StableFields(h2, "5QQQ"), nil) {
+		t.Error("a field naming the queue id changes the digest")
+	}
+}
+
+// TestRunFindsRecordsWhateverTheSpelling: a retry that spells a recipient
+// another way (case, the U-label or A-label form of an IDN domain) finds
+// the record: records use the policy's address key.
+func TestRunFindsRecordsWhateverTheSpelling(t *testing.T) {
+	srv := startSMTP(t)
+	store, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	body := NewSpool(t.TempDir())
+	body.Write([]byte("body\r\n"))
+	job := func(rcpt string) *Job {
+		return &Job{Digest: Digest{13}, Mail: reinject.Mail{From: "s@city.example"}, Header: []policy.Field{{Name: "To", Value: rcpt}},
+			Copies: []policy.Copy{{Rcpts: []string{rcpt}, To: rcpt}}, Body: body, Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
+	}
+	sp := &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: 5 * time.Second}}
+	if out := sp.Run(context.Background(), job("Tanaka@xn--wgv71a.example"), nil); out.Sent != 1 {
+		t.Fatalf("first attempt %+v", out)
+	}
+	if out := sp.Run(context.Background(), job("tanaka@日本.example"), nil); out.Sent != 0 || out.Before != 1 {
+		t.Errorf("retry in the Unicode form: %+v (a second copy)", out)
 	}
 }

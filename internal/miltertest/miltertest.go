@@ -3,6 +3,7 @@
 package miltertest
 
 import (
+	"encoding/binary"
 	"strings"
 	"testing"
 
@@ -105,4 +106,14 @@ func ToValue(mods []gomilter.ModifyAction) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// RawNegotiation is the negotiation packet Postfix 3.7 sends (version 6,
+// every action and protocol option), for tests that speak the protocol
+// byte by byte, as a hostile local client would.
+func RawNegotiation() []byte {
+	neg := binary.BigEndian.AppendUint32(nil, 6)
+	neg = binary.BigEndian.AppendUint32(neg, 0x1ff)
+	neg = binary.BigEndian.AppendUint32(neg, 0x1fffff)
+	return append(append(binary.BigEndian.AppendUint32(nil, uint32(len(neg)+1)), 'O'), neg...)
 }
