@@ -63,6 +63,10 @@ type Record struct {
 	Decision policy.Decision
 	// Duration is the time from end-of-message to the reply.
 	Duration time.Duration
+	// Notice says what became of the notice to the sender at decision
+	// time: "queued", "suppressed" (min_interval) or "failed" (queue
+	// full); "" when none was due. A "notice" record follows a queued one.
+	Notice string
 	// Split is what became of a split; nil when none was attempted.
 	Split *Split
 }
@@ -153,6 +157,9 @@ func Log(ctx context.Context, log *slog.Logger, o Options, r Record) {
 		}
 	} else if d.Delivery == policy.DeliverySplit {
 		attrs = append(attrs, slog.Int("copies", len(d.Copies)))
+	}
+	if r.Notice != "" {
+		attrs = append(attrs, slog.String("notice", r.Notice))
 	}
 	attrs = append(attrs,
 		slog.String("reason", d.Reason),

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -79,5 +80,24 @@ func TestLongListsAreCut(t *testing.T) {
 	got := Options{Mode: ModeDomain}.addresses(as)
 	if len(got) != maxListed+1 || got[maxListed] != "+480 more addresses" {
 		t.Fatalf("%d entries, last %q", len(got), got[len(got)-1])
+	}
+}
+
+func TestLogNotice(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	rec := NoticeRecord{QueueID: "4ABC", Sender: "staff@city.example.jp", Kind: "converted", Result: "failed", Copies: 1, Attempts: 4,
+		Err: errors.New("reinject: RCPT TO:<chief@city.example.jp>: 550 5.1.1 <chief@city.example.jp>: unknown; <not an address>")}
+	LogNotice(context.Background(), log, Options{Mode: ModeDomain}, rec)
+	got := buf.String()
+	if strings.Contains(got, "@") || !strings.Contains(got, "level=WARN msg=notice queue_id=4ABC result=failed kind=converted copies=1 attempts=4") ||
+		!strings.Contains(got, "RCPT TO:<redacted>: 550 5.1.1 <redacted>: unknown; <not an address>") {
+		t.Fatalf("log: %s", got)
+	}
+	buf.Reset()
+	rec.Result, rec.Err = "sent", nil
+	LogNotice(context.Background(), log, Options{Mode: ModeFull}, rec)
+	if got := buf.String(); !strings.Contains(got, "level=INFO msg=notice queue_id=4ABC result=sent kind=converted sender=staff@city.example.jp") {
+		t.Fatalf("log: %s", got)
 	}
 }

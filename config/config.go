@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bccguard/bccguard/audit"
+	"github.com/bccguard/bccguard/notice"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -54,6 +55,9 @@ type Config struct {
 	Split Split
 	// Policy is the decision config shared by the daemon and `check`.
 	Policy *policy.Config
+	// Notice is the notice section: how senders are told about a
+	// conversion when their rule has notify_sender.
+	Notice *notice.Settings
 	// Warnings are problems that do not stop the daemon but that an admin
 	// should hear about at startup.
 	Warnings []string

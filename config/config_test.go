@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ func TestLoadDefaults(t *testing.T) {
 	if c.Listen != DefaultListen || c.SocketMode != 0o660 || c.LogFormat != "text" {
 		t.Fatalf("defaults: %+v", c)
 	}
-	if got := c.Policy.Default; got != policy.DefaultSettings() {
+	if got := c.Policy.Default; !reflect.DeepEqual(got, policy.DefaultSettings()) {
 		t.Fatalf("policy defaults = %+v, want %+v", got, policy.DefaultSettings())
 	}
 	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "every sender") {
@@ -46,7 +47,13 @@ func TestLoadCity(t *testing.T) {
 	if !p.ExemptSenders["mailer@city.example.jp"] || len(c.Warnings) != 0 {
 		t.Fatalf("exempt=%v warnings=%q", p.ExemptSenders, c.Warnings)
 	}
-	// The effective config must load again to the same thing.
+	checkEffectiveLoads(t, c)
+}
+
+// checkEffectiveLoads: the effective config must load again to the same
+// thing.
+func checkEffectiveLoads(t *testing.T, c *Config) {
+	t.Helper()
 	f := filepath.Join(t.TempDir(), "effective.yaml")
 	if err := os.WriteFile(f, []byte(c.YAML()), 0o600); err != nil {
 		t.Fatal(err)
@@ -282,29 +289,13 @@ func TestSplitRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	problems := func() map[string]string {
-		t.Helper()
-		_, err := Load(f)
-		var ce *Error
-		if !errors.As(err, &ce) {
-			t.Fatalf("err = %v", err)
-		}
-		got := map[string]string{}
-		for _, p := range ce.Problems {
-			got[p.Key] = p.Msg
-		}
-		return got
-	}
-
-	write("domains:\n  - domain: city.example.jp\n  - domain: kikaku.city.example.jp\n    delivery: split\n" +
-		"split:\n  state_dir: " + filepath.Join(dir, "missing") + "\n")
-	got := problems()
+	got := problems(t, "domains:\n  - domain: city.example.jp\n  - domain: kikaku.city.example.jp\n    delivery: split\n"+
+		"split:\n  state_dir: "+filepath.Join(dir, "missing")+"\n")
 	if !strings.Contains(got["reinject.address"], "domains[1]") || !strings.Contains(got["split.state_dir"], "writable") {
 		t.Errorf("problems %q", got)
 	}
 
-	write("policy:\n  delivery: copy\nsplit:\n  max_recipients: 0\n  max_message_bytes: 10\n  retention: 10m\n  state_dir: relative\ndomains:\n  - domain: a.example\n    delivery: splitt\n")
-	got = problems()
+	got = problems(t, "policy:\n  delivery: copy\nsplit:\n  max_recipients: 0\n  max_message_bytes: 10\n  retention: 10m\n  state_dir: relative\ndomains:\n  - domain: a.example\n    delivery: splitt\n")
 	for _, k := range []string{"policy.delivery", "domains[0].delivery", "split.max_recipients", "split.max_message_bytes", "split.retention", "split.state_dir"} {
 		if got[k] == "" {
 			t.Errorf("no problem for %s in %q", k, got)

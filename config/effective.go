@@ -56,6 +56,18 @@ func effective(raw *rawConfig, c *Config) map[string]any {
 		m["domains"] = doms
 	}
 	m["exempt_senders"] = orEmpty(raw.ExemptSenders)
+	if n := c.Notice; n != nil {
+		from := ""
+		if n.From.Address != "" {
+			from = n.From.String()
+		}
+		m["notice"] = map[string]any{
+			"from":            from,
+			"template":        n.Template.File, // resolved against the config file
+			"list_recipients": n.ListRecipients,
+			"min_interval":    n.MinInterval.String(),
+		}
+	}
 	return m
 }
 
@@ -84,6 +96,8 @@ func settingsMap(s policy.Settings) map[string]any {
 		"dry_run":        s.DryRun,
 		"stamp_header":   s.StampHeader,
 		"delivery":       string(s.Delivery),
+		"notify_sender":  s.NotifySender,
+		"notify_copy_to": orEmpty(s.NotifyCopyTo),
 	}
 }
 

@@ -36,6 +36,10 @@ type rawPolicy struct {
 	DryRun       *bool   `mapstructure:"dry_run"`
 	StampHeader  *string `mapstructure:"stamp_header"`
 	Delivery     *string `mapstructure:"delivery"`
+
+	// Notices to senders (package notice).
+	NotifySender *bool     `mapstructure:"notify_sender"`
+	NotifyCopyTo *[]string `mapstructure:"notify_copy_to"`
 }
 
 // rawDomain is one entry of the domains list. Domains are a list and never
@@ -49,6 +53,13 @@ type rawDomain struct {
 type rawAudit struct {
 	Recipients string `mapstructure:"recipients"`
 	HashKey    string `mapstructure:"hash_key"`
+}
+
+type rawNotice struct {
+	From           string        `mapstructure:"from"`
+	Template       string        `mapstructure:"template"`
+	ListRecipients bool          `mapstructure:"list_recipients"`
+	MinInterval    time.Duration `mapstructure:"min_interval"`
 }
 
 type rawReinject struct {
@@ -79,6 +90,7 @@ type rawConfig struct {
 	Policy          rawPolicy     `mapstructure:"policy"`
 	Domains         []rawDomain   `mapstructure:"domains"`
 	ExemptSenders   []string      `mapstructure:"exempt_senders"`
+	Notice          rawNotice     `mapstructure:"notice"`
 }
 
 // defaults returns the built-in values; every key is listed so that viper
@@ -114,6 +126,14 @@ func defaults() map[string]any {
 		"policy.dry_run":          p.DryRun,
 		"policy.stamp_header":     p.StampHeader,
 		"policy.delivery":         string(p.Delivery),
+
+		// Notices to senders (package notice).
+		"policy.notify_sender":   p.NotifySender,
+		"policy.notify_copy_to":  []string{},
+		"notice.from":            "",
+		"notice.template":        "",
+		"notice.list_recipients": false,
+		"notice.min_interval":    "10m",
 	}
 }
 
@@ -335,6 +355,16 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 		pc.ExemptSenders[strings.ToLower(s)] = true
 	}
 	c.Policy = pc
+	c.Notice = buildNotice(file, raw.Notice, bad)
+	if rule := notifyingRule(pc); rule != "" {
+		c.Notice.Used = true
+		if c.Notice.From.Address == "" {
+			bad("notice.from", "required: %s.notify_sender is true and notices need a From address", rule)
+		}
+		if c.Reinject.Address == "" {
+			bad("reinject.address", "required: %s.notify_sender is true and notices are handed to Postfix's reinjection service (see docs/install.md)", rule)
+		}
+	}
 	problems = append(problems, c.buildSplit(file, raw, bad)...)
 
 	switch {
@@ -389,6 +419,20 @@ func mergeSettings(base policy.Settings, r rawPolicy, prefix string, bad func(st
 	}
 	if r.DryRun != nil {
 		s.DryRun = *r.DryRun
+	}
+	if r.NotifySender != nil {
+		s.NotifySender = *r.NotifySender
+	}
+	if r.NotifyCopyTo != nil {
+		s.NotifyCopyTo = nil
+		for i, a := range *r.NotifyCopyTo {
+			a = strings.TrimSpace(a)
+			if !bareAddress(a) {
+				bad(fmt.Sprintf("%s.notify_copy_to[%d]", prefix, i), "%q is not an address (local@domain, without a name or angle brackets)", a)
+				continue
+			}
+			s.NotifyCopyTo = append(s.NotifyCopyTo, a)
+		}
 	}
 	if r.Delivery != nil {
 		s.Delivery = policy.DeliveryMode(strings.ToLower(*r.Delivery))

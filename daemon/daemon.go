@@ -19,6 +19,7 @@ import (
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/metrics"
 	"github.com/bccguard/bccguard/milter"
+	"github.com/bccguard/bccguard/notice"
 )
 
 // Daemon is a running bccguard.
@@ -30,6 +31,7 @@ type Daemon struct {
 	level   *slog.LevelVar
 	metrics *metrics.Metrics
 	milter  *milter.Server
+	notices *notice.Notifier
 	http    *http.Server
 	ready   atomic.Bool
 	served  chan error
@@ -86,6 +88,9 @@ func Start(c *config.Config, o Options, log *slog.Logger, level *slog.LevelVar) 
 			}
 		}()
 	}
+	// Started last, so that no error path above leaves its workers behind.
+	d.notices = notice.New(notice.Options{Log: log, Count: func(r notice.Result) { d.metrics.Noticed(string(r)) }})
+	d.milter.SetNotifier(d.notices)
 	go func() { d.served <- d.milter.Serve(ln) }()
 	d.ready.Store(true)
 	for _, w := range c.Warnings {
@@ -196,6 +201,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		d.log.Warn("sessions still in flight were cut; Postfix applies milter_default_action to them")
 		d.milter.Close()
 		err = nil
+	}
+	// Notices queued by the sessions that just ended go out within what
+	// is left of shutdown_timeout; the rest are logged as dropped.
+	if nerr := d.notices.Shutdown(ctx); nerr != nil {
+		d.log.Warn("notices still queued were dropped", slog.Any("error", nerr))
 	}
 	if d.http != nil {
 		hctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -42,7 +42,7 @@ func checkReinject(e *env) []Result {
 	svc := e.reinjectService()
 	if svc == nil {
 		r.Status = Warn
-		r.Message = fmt.Sprintf("reinject.address %s: no smtpd service %s/inet in master.cf; every split falls back to hiding.", e.cfg.Reinject.Address, addr)
+		r.Message = fmt.Sprintf("reinject.address %s: no smtpd service %s/inet in master.cf; every split falls back to hiding, and notices to senders fail.", e.cfg.Reinject.Address, addr)
 		r.Fix = "add the service from deploy/postfix/master.cf (docs/install.md), then postfix reload."
 		return []Result{r}
 	}

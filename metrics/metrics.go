@@ -31,6 +31,7 @@ type Metrics struct {
 	reloads      *prometheus.CounterVec
 	configLoaded prometheus.Gauge
 	configLoad   prometheus.Gauge
+	notices      *prometheus.CounterVec
 	split        splitMetrics
 }
 
@@ -87,6 +88,10 @@ func New(version string) *Metrics {
 			Name: "bccguard_config_load_duration_seconds",
 			Help: "How long the last reload (valid or not) took to read and validate the config.",
 		}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bccguard_notices_total",
+			Help: "Notices to senders after a conversion, by result: sent (Postfix accepted it), suppressed (min_interval), failed (every attempt failed, queue full, or dropped at shutdown).",
+		}, []string{"result"}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "bccguard_build_info",
@@ -95,7 +100,7 @@ func New(version string) *Metrics {
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	m.split = newSplitMetrics(m.registry)
 	m.registry.MustRegister(m.messages, m.passed, m.moved, m.parseErrors, m.latency, m.sessions,
-		m.refused, m.evicted, m.panics, m.reloads, m.configLoaded, m.configLoad, build,
+		m.refused, m.evicted, m.panics, m.reloads, m.configLoaded, m.configLoad, m.notices, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make the labelled series visible at zero from the start, so that
 	// rate() and alerts work before the first event.
@@ -111,6 +116,9 @@ func New(version string) *Metrics {
 	}
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
+	for _, r := range []string{"sent", "suppressed", "failed"} {
+		m.notices.WithLabelValues(r)
+	}
 	return m
 }
 
@@ -132,6 +140,9 @@ func (m *Metrics) Decided(d policy.Decision, took time.Duration) {
 	}
 	m.latency.Observe(took.Seconds())
 }
+
+// Noticed counts a notice's result: sent, suppressed or failed.
+func (m *Metrics) Noticed(result string) { m.notices.WithLabelValues(result).Inc() }
 
 // SessionOpened and SessionClosed track sessions in flight.
 func (m *Metrics) SessionOpened() { m.sessions.Inc() }

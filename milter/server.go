@@ -17,6 +17,7 @@ import (
 
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/metrics"
+	"github.com/bccguard/bccguard/notice"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -102,6 +103,8 @@ type Server struct {
 	// progress hand over no further copy.
 	stopping chan struct{}
 	stopOnce sync.Once
+	// notifier sends notices to senders; nil sends none (notify.go).
+	notifier *notice.Notifier
 }
 
 // NewServer returns a server reading the config from c at the start of

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bccguard/bccguard/audit"
 	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/notice"
 	"github.com/bccguard/bccguard/policy"
 )
 
@@ -34,6 +35,8 @@ type session struct {
 	broken error
 	// split holds what delivery: split needs (split.go).
 	split splitState
+	// original holds the fields a notice to the sender names (notify.go).
+	original notice.Original
 }
 
 func newSession(s *Server) *session {
@@ -48,6 +51,7 @@ func (s *session) reset() {
 	s.header.Reset()
 	s.broken = nil
 	s.split.reset()
+	s.original.Reset()
 }
 
 // NewConnection takes the config snapshot for the session.
@@ -100,6 +104,7 @@ func (s *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Res
 		s.messageID = messageID(value)
 	}
 	s.split.addHeader(name, value, s.cfg.Split.MaxMessageBytes)
+	s.noteHeader(name, value)
 	return nil, nil
 }
 
@@ -172,6 +177,7 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 		rec.Split = split.audit
 		rec.Split.Discarded = split.discard
 	}
+	rec.Notice = s.notify(queueID, d, deliveryOf(d, split))
 	audit.Log(ctx, s.server.log, s.cfg.Audit, rec)
 	if d.Action == policy.Tempfail {
 		return tempfail(d.Reason)

@@ -141,6 +141,14 @@ type Settings struct {
 	StampHeader string
 	// Delivery is hide or split.
 	Delivery DeliveryMode
+	// NotifySender asks for a notice to the envelope sender after a
+	// conversion (or a dry-run one). The policy only carries it in the
+	// decision: the notice package acts on it.
+	NotifySender bool
+	// NotifyCopyTo are addresses that receive a copy of every notice sent
+	// under this rule (a section's security manager). Shared between
+	// snapshots: never modified after the config is built.
+	NotifyCopyTo []string
 }
 
 // DefaultSettings are the built-in defaults, taken from the seed policy:

@@ -5,6 +5,7 @@
 //	bccguard serve [--config FILE] [--listen ADDR]
 //	bccguard check [--config FILE] [--from ADDR] [--rcpt ADDR]... [--json] [FILE.eml | -]
 //	bccguard config check [--config FILE]
+//	bccguard notice preview [--config FILE] [--from ADDR] [MESSAGE.eml | -]
 //	bccguard doctor [--config FILE] [--postfix-config DIR]
 //	bccguard version
 package main
@@ -58,7 +59,7 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServeCmd(), newCheckCmd(), newConfigCmd(), newDoctorCmd(), newAuditHashCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newCheckCmd(), newConfigCmd(), newNoticeCmd(), newDoctorCmd(), newAuditHashCmd(), newVersionCmd())
 	return root
 }
 
