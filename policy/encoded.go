@@ -52,6 +52,9 @@ func withoutLanguage(cs string) string {
 // names, the usual encoded-words, are not converted.
 func decodedWords(s string) string {
 	var b strings.Builder
+	// The run of non-breaking bytes around the current word, and how many
+	// '@' it holds: computed once per run, so the scan stays linear.
+	runEnd, runAts := -1, 0
 	for i := 0; ; {
 		j := strings.Index(s[i:], "=?")
 		if j < 0 {
@@ -64,7 +67,21 @@ func decodedWords(s string) string {
 			i = max(stop, start+2)
 			continue
 		}
-		if !mayHideAddress(s[start:end]) {
+		if start >= runEnd {
+			runStart := start
+			for runStart > 0 && !breaksWord(s[runStart-1]) {
+				runStart--
+			}
+			runEnd = start
+			for runEnd < len(s) && !breaksWord(s[runEnd]) {
+				runEnd++
+			}
+			runAts = strings.Count(s[runStart:runEnd], "@")
+		}
+		// A word glued to an '@' is part of an addr-spec (`a@=?...?=`,
+		// `=?...?=.x@y`), where no client decodes it: it is shown, and
+		// counted, as the raw text it is.
+		if runAts > strings.Count(s[start:end], "@") || !mayHideAddress(s[start:end]) {
 			i = end
 			continue
 		}
@@ -74,6 +91,12 @@ func decodedWords(s string) string {
 		}
 		i = end
 	}
+}
+
+// breaksWord reports whether c ends the run of text an encoded-word may be
+// glued to: a blank or a special of RFC 5322 other than '.' and '@'.
+func breaksWord(c byte) bool {
+	return c <= ' ' || strings.IndexByte(`()<>[]:;\",`, c) >= 0
 }
 
 // encodedWordEnd returns the end of the encoded-word `=?charset?e?text?=`
