@@ -54,7 +54,7 @@ const (
 // session reads back what was negotiated (splitNegotiated): a reload
 // between the two cannot make it expect events it will not get.
 func (s *Server) negotiate(mtaVersion, milterVersion uint32, mtaActions, milterActions gomilter.OptAction,
-	mtaProtocol, milterProtocol gomilter.OptProtocol, offered gomilter.DataSize) (uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize, error) {
+	mtaProtocol, milterProtocol gomilter.OptProtocol, _ gomilter.DataSize) (uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize, error) {
 	version := min(mtaVersion, milterVersion)
 	actions, protocol := milterActions, milterProtocol
 	if c := s.config.Load(); c != nil && c.Policy != nil && c.Policy.UsesSplit() {
@@ -68,7 +68,10 @@ func (s *Server) negotiate(mtaVersion, milterVersion uint32, mtaActions, milterA
 	if protocol&mtaProtocol != protocol {
 		return 0, 0, 0, 0, fmt.Errorf("milter: negotiate: Postfix does not offer the protocol options %v (offered %v)", protocol&^mtaProtocol, mtaProtocol)
 	}
-	return version, actions, protocol, offered, nil
+	// Body chunks of at most 64 KiB, what Postfix sends anyway: an MTA
+	// offering 1 MiB chunks would otherwise send packets over
+	// MaxPacketSize, and every split session would end.
+	return version, actions, protocol, gomilter.DataSize64K, nil
 }
 
 // splitNegotiated reports whether a connection can split: recipients and

@@ -2,6 +2,8 @@ package milter
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -275,4 +277,30 @@ func TestSplitDuringShutdownHides(t *testing.T) {
 	}
 	s.Close()
 	<-stopped
+}
+
+// An MTA that offers 1 MiB body chunks gets 64 KiB ones: a 1 MiB chunk
+// is a packet over MaxPacketSize, which would end every split session.
+func TestSplitNegotiatesBodyChunksWithinThePacketLimit(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	addr, p, _ := startServer(t, cityPolicy(t, nil))
+	p.Store(splitSnapshot(t, sink.Addr()))
+	const mds256K, mds1M = 1 << 28, 1 << 29
+	neg := binary.BigEndian.AppendUint32(nil, 6)
+	neg = binary.BigEndian.AppendUint32(neg, 0x1ff)
+	neg = binary.BigEndian.AppendUint32(neg, 0x1fffff|mds256K|mds1M)
+	c := rawDial(t, addr, false)
+	c.Write(append(append(binary.BigEndian.AppendUint32(nil, uint32(len(neg)+1)), 'O'), neg...))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	reply := make([]byte, 5+12)
+	if _, err := io.ReadFull(c, reply); err != nil || reply[4] != 'O' {
+		t.Fatalf("negotiation reply %q: %v", reply, err)
+	}
+	protocol := binary.BigEndian.Uint32(reply[13:17])
+	if gomilter.OptProtocol(protocol)&gomilter.OptNoBody != 0 {
+		t.Fatal("split not in effect: body not negotiated")
+	}
+	if protocol&(mds256K|mds1M) != 0 {
+		t.Fatalf("negotiated body chunks over 64 KiB (protocol %#x)", protocol)
+	}
 }
