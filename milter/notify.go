@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/notice"
 	"github.com/bccguard/bccguard/policy"
@@ -67,7 +69,10 @@ func deliveryOf(d policy.Decision, split *splitResult) string {
 // sender is null, so that a notice can never bounce back and loop.
 func Handoff(r config.Reinject) notice.Handoff {
 	return func(ctx context.Context, rcpts []string, data []byte) error {
+		// The body is UTF-8 sent as 8bit: say so (RFC 6152), or a strict
+		// Postfix (strict_8bitmime) may refuse or convert it.
 		tx := reinject.Transaction{Message: bytes.NewReader(data)}
+		tx.Mail.Body = smtp.Body8BitMIME
 		for _, a := range rcpts {
 			tx.Rcpts = append(tx.Rcpts, reinject.Rcpt{Addr: a})
 			if !ascii(a) {

@@ -240,6 +240,9 @@ func TestWanted(t *testing.T) {
 		{policy.Decision{Action: policy.Pass, Settings: d.Settings}, "a@city.example.jp", false},
 		{policy.Decision{Action: policy.Tempfail, Settings: d.Settings}, "a@city.example.jp", false},
 		{policy.Decision{Action: policy.Convert}, "a@city.example.jp", false},
+		// The catch-all rule of a config without domains: a forged
+		// outside sender must not get a notice (backscatter).
+		{policy.Decision{Action: policy.Convert, Settings: d.Settings, Rule: "default"}, "a@city.example.jp", false},
 	} {
 		if got := Wanted(c.d, c.sender); got != c.want {
 			t.Errorf("Wanted(%v, %q) = %v", c.d.Action, c.sender, got)
@@ -257,5 +260,17 @@ func TestComposeNoCount(t *testing.T) {
 	_, _, body := readNotice(t, m.Data)
 	if strings.Contains(body, " 0 ") || !strings.Contains(body, "宛先を非表示にして送信しました") || !strings.Contains(body, "bccguard hid\r\nthem.") {
 		t.Errorf("zero count shown:\n%s", body)
+	}
+}
+
+// A queued notice keeps no split copies (their recipients and header
+// edits) alive.
+func TestDetachedDropsCopies(t *testing.T) {
+	e := event(false)
+	e.Decision.Copies = []policy.Copy{{Rcpts: []string{"a@ext.example"}}}
+	e.Decision.SplitEdits = []policy.Edit{{Name: "To"}}
+	d := e.detached(false).Decision
+	if d.Copies != nil || d.SplitEdits != nil || d.Edits != nil || d.To != nil {
+		t.Fatalf("detached event keeps %d copies, %d split edits", len(d.Copies), len(d.SplitEdits))
 	}
 }

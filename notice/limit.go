@@ -39,6 +39,21 @@ func (l *limiter) allow(sender string, interval time.Duration, now time.Time) bo
 	if t, ok := l.last[key]; ok && now.Sub(t) < interval {
 		return false
 	}
+	if len(l.last) >= maxTrackedSenders {
+		// More senders told within one interval than an organization
+		// has staff: something floods; stay bounded, tell nobody new.
+		return false
+	}
 	l.last[key] = now
 	return true
+}
+
+// maxTrackedSenders bounds the limiter's memory.
+const maxTrackedSenders = 100000
+
+// forget lets sender have a notice again at once: its last one failed.
+func (l *limiter) forget(sender string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.last, strings.ToLower(sender))
 }

@@ -116,7 +116,7 @@ type Event struct {
 // a queued notice must not keep a message's whole address fields alive.
 func (e Event) detached(listRecipients bool) Event {
 	d := e.Decision
-	d.Edits = nil
+	d.Edits, d.Copies, d.SplitEdits = nil, nil, nil
 	to := d.To
 	d.To = nil
 	if listRecipients {
@@ -129,10 +129,13 @@ func (e Event) detached(listRecipients bool) Event {
 }
 
 // Wanted reports whether the decision calls for a notice: a conversion
-// (dry-run included) under a rule with notify_sender, from a real sender.
-// Passes never do, hence exempt senders and the null sender never do.
+// (dry-run included) under a rule with notify_sender, from a real sender
+// of the organization's own domains (a domains entry or internal_domains).
+// Passes never do, hence exempt senders and the null sender never do; nor
+// does the catch-all rule of a config without domains, which would send
+// notices to forged outside senders (backscatter).
 func Wanted(d policy.Decision, sender string) bool {
-	return d.Action == policy.Convert && d.Settings.NotifySender && strings.Trim(sender, "<> ") != ""
+	return d.Action == policy.Convert && d.Settings.NotifySender && d.Rule != "default" && strings.Trim(sender, "<> ") != ""
 }
 
 // data fills in the template fields.

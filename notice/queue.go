@@ -208,6 +208,10 @@ func permanent(err error) bool {
 // finish logs and counts the end of one notice.
 func (n *Notifier) finish(r Request, res Result, attempts int, err error) {
 	n.count(res)
+	if res == Failed {
+		// A sender who got nothing is not held back by min_interval.
+		n.limiter.forget(r.Event.Sender)
+	}
 	rec := audit.NoticeRecord{
 		QueueID:  r.Event.QueueID,
 		Sender:   r.Event.Sender,

@@ -3,6 +3,7 @@ package notice
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -187,5 +188,27 @@ func TestNotifierShutdownDrops(t *testing.T) {
 	}
 	if c.get(Failed) != 3 || strings.Count(logs.String(), "result=dropped") != 3 {
 		t.Fatalf("counts %v\n%s", c.m, logs)
+	}
+}
+
+// A sender whose notice failed may get the next one at once; the limiter
+// never holds more than maxTrackedSenders.
+func TestLimiterForgetsFailuresAndStaysBounded(t *testing.T) {
+	temp := &recorder{failures: 100, err: errors.New("connection refused")}
+	n, c, _ := newTestNotifier(t, Options{})
+	r := request("a@city.example.jp", temp.handoff)
+	r.Settings.MinInterval = time.Hour
+	n.Notify(r)
+	n.Shutdown(context.Background())
+	if c.get(Failed) != 1 || !n.limiter.allow("a@city.example.jp", time.Hour, time.Now()) {
+		t.Fatalf("a failed notice still holds the sender back (counts %v)", c.m)
+	}
+	l := newLimiter()
+	now := time.Now()
+	for i := range maxTrackedSenders {
+		l.last[fmt.Sprintf("s%d@x.example", i)] = now
+	}
+	if l.allow("new@city.example.jp", time.Hour, now) || len(l.last) != maxTrackedSenders {
+		t.Fatalf("limiter grew past %d senders", maxTrackedSenders)
 	}
 }

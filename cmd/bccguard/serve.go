@@ -65,6 +65,11 @@ func serve(file, listen string, allowRoot bool, stderr io.Writer) error {
 	for {
 		select {
 		case err := <-d.Done():
+			// A listener failed: stop the rest as on SIGTERM, so that
+			// queued notices go out or are logged as dropped.
+			ctx, cancel := context.WithTimeout(context.Background(), d.Config().ShutdownTimeout)
+			d.Shutdown(ctx)
+			cancel()
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
