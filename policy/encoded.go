@@ -54,7 +54,7 @@ func decodedWords(s string) string {
 	var b strings.Builder
 	// The run of non-breaking bytes around the current word, and how many
 	// '@' it holds: computed once per run, so the scan stays linear.
-	runEnd, runAts := -1, 0
+	runStart, runEnd, runAts := 0, -1, 0
 	for i := 0; ; {
 		j := strings.Index(s[i:], "=?")
 		if j < 0 {
@@ -68,7 +68,7 @@ func decodedWords(s string) string {
 			continue
 		}
 		if start >= runEnd {
-			runStart := start
+			runStart = start
 			for runStart > 0 && !breaksWord(s[runStart-1]) {
 				runStart--
 			}
@@ -78,10 +78,14 @@ func decodedWords(s string) string {
 			}
 			runAts = strings.Count(s[runStart:runEnd], "@")
 		}
-		// A word glued to an '@' is part of an addr-spec (`a@=?...?=`,
-		// `=?...?=.x@y`), where no client decodes it: it is shown, and
-		// counted, as the raw text it is.
-		if runAts > strings.Count(s[start:end], "@") || !mayHideAddress(s[start:end]) {
+		// An encoded-word replaces a whole word (RFC 2047 5): one glued
+		// to other text (`x=?...?=`) or to an '@' (`a@=?...?=`, part of
+		// an addr-spec) is not decoded by clients, nor by net/mail; it is
+		// shown, and counted, as the raw text it is. Encoded-words glued
+		// to each other are decoded.
+		glued := start > runStart && !strings.HasSuffix(s[runStart:start], "?=") ||
+			end < runEnd && !strings.HasPrefix(s[end:runEnd], "=?")
+		if glued || runAts > strings.Count(s[start:end], "@") || !mayHideAddress(s[start:end]) {
 			i = end
 			continue
 		}
