@@ -17,6 +17,7 @@ import (
 
 	"github.com/bccguard/bccguard/audit"
 	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/miltertest"
 	"github.com/bccguard/bccguard/internal/syncbuf"
 )
@@ -40,16 +41,6 @@ func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
 		}
 	}
 	return out
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func writeFile(t *testing.T, path, body string) {
@@ -82,7 +73,7 @@ func start(t *testing.T, body string) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freePort(t)
+	addr := freeaddr.Loopback(t)
 	d, err := Start(c, Options{File: file, Listen: "inet:" + addr, Version: "test"}, log, level)
 	if err != nil {
 		t.Fatal(err)
@@ -275,7 +266,7 @@ func TestShutdownDeadlineCutsIdleSession(t *testing.T) {
 }
 
 func TestMetricsAndHealth(t *testing.T) {
-	port := freePort(t)
+	port := freeaddr.Loopback(t)
 	d := start(t, baseConfig+"metrics_listen: "+port+"\n")
 	d.converts(t)
 	miltertest.Dial(t, "tcp", d.addr).Send(t, miltertest.Message{Sender: "staff@city.example.jp",

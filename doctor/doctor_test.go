@@ -15,6 +15,7 @@ import (
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/daemon"
 	"github.com/bccguard/bccguard/doctor"
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 	"github.com/bccguard/bccguard/milter"
 )
@@ -330,7 +331,7 @@ func TestRunningVersion(t *testing.T) {
 	}
 	metricsAddr := ln.Addr().String()
 	ln.Close()
-	addr := "inet:" + freeTCP(t)
+	addr := "inet:" + freeaddr.Loopback(t)
 	f := filepath.Join(t.TempDir(), "bccguard.yaml")
 	yaml := "listen: " + addr + "\nmetrics_listen: " + metricsAddr + "\n" + city
 	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
@@ -361,16 +362,6 @@ func TestRunningVersion(t *testing.T) {
 	}
 	d.Shutdown(context.Background())
 	want(t, report("bccguard 1.0.0 go1.26 linux/amd64"), "version", doctor.Warn, "cannot read the running daemon's version")
-}
-
-func freeTCP(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // Debian's main.cf has myorigin = /etc/mailname: Postfix reads the domain

@@ -47,16 +47,6 @@ type daemon struct {
 	exited chan error
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // writeConfig writes a config file for the daemon into a temp dir.
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 )
 
@@ -63,7 +64,7 @@ func TestDoctorVerdictMatchesDelivery(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sink := postfixtest.StartSink(t)
-			addr := freeAddr(t)
+			addr := freeaddr.Loopback(t)
 			cfg := writeConfig(t, "listen: inet:"+addr+"\n"+cityConfig)
 			d := startDaemon(t, cfg, addr)
 			pf := postfixtest.Start(t, postfixtest.Options{Milter: "inet:" + addr, RelayTo: sink.Addr(), Extra: tc.extra})

@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/bccguard/bccguard/config"
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 	"github.com/bccguard/bccguard/policy"
 )
@@ -31,7 +32,7 @@ log_level: debug
 func setup(t *testing.T, cfg string) (*postfixtest.Sink, *daemon, *postfixtest.Instance) {
 	t.Helper()
 	sink := postfixtest.StartSink(t)
-	d := startDaemon(t, writeConfig(t, cfg), freeAddr(t))
+	d := startDaemon(t, writeConfig(t, cfg), freeaddr.Loopback(t))
 	pf := postfixtest.Start(t, postfixtest.Options{
 		Milter:        "inet:" + d.addr,
 		DefaultAction: "tempfail",

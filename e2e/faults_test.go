@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 )
 
@@ -171,7 +172,7 @@ func TestKilledDuringBurst(t *testing.T) {
 // after SIGCONT everything is delivered converted.
 func TestHungPastMilterTimeouts(t *testing.T) {
 	sink := postfixtest.StartSink(t)
-	d := startDaemon(t, writeConfig(t, cityConfig), freeAddr(t))
+	d := startDaemon(t, writeConfig(t, cityConfig), freeaddr.Loopback(t))
 	pf := postfixtest.Start(t, postfixtest.Options{
 		Milter: "inet:" + d.addr, DefaultAction: "tempfail", RelayTo: sink.Addr(),
 		Extra: map[string]string{"milter_connect_timeout": "2s", "milter_command_timeout": "2s", "milter_content_timeout": "2s"},
@@ -209,7 +210,7 @@ func TestReloadStormUnderLoad(t *testing.T) {
 	const b = cityConfig + "policy:\n  stamp_header: X-Config-B\n  replacement: \"group:B\"\n"
 	sink := postfixtest.StartSink(t)
 	cfg := writeConfig(t, a)
-	d := startDaemon(t, cfg, freeAddr(t))
+	d := startDaemon(t, cfg, freeaddr.Loopback(t))
 	pf := postfixtest.Start(t, postfixtest.Options{Milter: "inet:" + d.addr, DefaultAction: "tempfail", RelayTo: sink.Addr()})
 
 	stop := make(chan struct{})

@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-message/mail"
 	"golang.org/x/text/encoding/japanese"
 
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 )
 
@@ -29,7 +30,7 @@ import (
 func noticeSetup(t *testing.T, cfg, reinject string) (*postfixtest.Sink, *daemon, *postfixtest.Instance, string) {
 	t.Helper()
 	sink := postfixtest.StartSink(t)
-	addr := freeAddr(t)
+	addr := freeaddr.Loopback(t)
 	// Postfix first: the daemon's config needs the reinjection port, and
 	// Postfix reaches the milter only when mail comes.
 	pf := postfixtest.Start(t, postfixtest.Options{
@@ -41,7 +42,7 @@ func noticeSetup(t *testing.T, cfg, reinject string) (*postfixtest.Sink, *daemon
 	if reinject == "" {
 		reinject = pf.ReinjectAddr()
 	}
-	metrics := freeAddr(t)
+	metrics := freeaddr.Loopback(t)
 	cfg = strings.NewReplacer("REINJECT", reinject, "METRICS", metrics).Replace(cfg)
 	d := startDaemon(t, writeConfig(t, cfg), addr)
 	return sink, d, pf, metrics
@@ -286,7 +287,7 @@ func TestNoticesThroughPostfix(t *testing.T) {
 // then counted as failed; one still retrying at SIGTERM is logged as
 // dropped within shutdown_timeout.
 func TestNoticeReinjectionDown(t *testing.T) {
-	closed := freeAddr(t)
+	closed := freeaddr.Loopback(t)
 	sink, d, pf, metrics := noticeSetup(t, strings.Replace(noticeConfig, "shutdown_timeout: 5s", "shutdown_timeout: 2s", 1), closed)
 	start := time.Now()
 	if err := pf.Send("staff1@city.example.jp", []string{"a@ext.example", "b@other.example"}, staffMessage("staff1@city.example.jp", "会議", "a@ext.example, b@other.example")); err != nil {

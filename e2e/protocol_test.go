@@ -12,6 +12,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/miltertest"
 )
 
@@ -113,7 +114,7 @@ func TestHostileMilterClientsDoNotStopMail(t *testing.T) {
 // at once (not after milter timeouts), /readyz says why, and mail flows
 // again as soon as the crowd is gone.
 func TestIdleCrowdAtTheSessionCap(t *testing.T) {
-	metricsAddr := freeAddr(t)
+	metricsAddr := freeaddr.Loopback(t)
 	sink, d, pf := setup(t, cityConfig+"metrics_listen: "+metricsAddr+"\n")
 	sessions := 2000 // milter.MaxSessions
 	crowd := make([]net.Conn, 0, sessions)

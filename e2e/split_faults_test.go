@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 )
 
@@ -14,9 +15,9 @@ import (
 // can be handed over; every recipient gets the hidden original, once.
 func TestSplitReinjectionServiceDown(t *testing.T) {
 	sink := postfixtest.StartSink(t)
-	addr := freeAddr(t)
+	addr := freeaddr.Loopback(t)
 	pf := postfixtest.Start(t, postfixtest.Options{Milter: "inet:" + addr, DefaultAction: "tempfail", RelayTo: sink.Addr()})
-	d := startDaemon(t, writeConfig(t, splitConfig(freeAddr(t), t.TempDir())), addr)
+	d := startDaemon(t, writeConfig(t, splitConfig(freeaddr.Loopback(t), t.TempDir())), addr)
 	rcpts := []string{"a@ext.example", "b@other.example", "c@city.example.jp"}
 	msg := "From: staff@city.example.jp\r\nTo: a@ext.example, b@other.example\r\nCc: c@city.example.jp\r\nSubject: service down\r\n" +
 		"Message-ID: <down@city.example.jp>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0900\r\n\r\nbody\r\n"
@@ -138,7 +139,7 @@ func TestSplitKilledDuringBurst(t *testing.T) {
 // memory bounded: bodies over split.MemoryLimit go to a file in state_dir.
 func TestSplitMemory(t *testing.T) {
 	sink := postfixtest.StartSink(t)
-	addr := freeAddr(t)
+	addr := freeaddr.Loopback(t)
 	pf := postfixtest.Start(t, postfixtest.Options{
 		Milter: "inet:" + addr, DefaultAction: "tempfail", RelayTo: sink.Addr(), Reinject: true,
 		Extra: map[string]string{"message_size_limit": "52428800", "milter_content_timeout": "60s"},

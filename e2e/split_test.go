@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 )
 
@@ -48,7 +49,7 @@ func splitSetup(t *testing.T) (*postfixtest.Sink, *daemon, *postfixtest.Instance
 
 func splitSetupWith(t *testing.T, sink *postfixtest.Sink) (*postfixtest.Sink, *daemon, *postfixtest.Instance, string) {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := freeaddr.Loopback(t)
 	pf := postfixtest.Start(t, postfixtest.Options{
 		Milter: "inet:" + addr, DefaultAction: "tempfail", RelayTo: sink.Addr(), Reinject: true,
 		Extra: map[string]string{

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 	"github.com/bccguard/bccguard/policy"
 )
@@ -28,7 +29,7 @@ func TestVisibleShapesThroughPostfix(t *testing.T) {
 
 func visibleShapes(t *testing.T, extra map[string]string) {
 	sink := postfixtest.StartSink(t)
-	d := startDaemon(t, writeConfig(t, cityConfig), freeAddr(t))
+	d := startDaemon(t, writeConfig(t, cityConfig), freeaddr.Loopback(t))
 	pf := postfixtest.Start(t, postfixtest.Options{
 		Milter:        "inet:" + d.addr,
 		DefaultAction: "tempfail",
