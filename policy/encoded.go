@@ -82,10 +82,13 @@ func decodedWords(s string) string {
 		// to other text (`x=?...?=`) or to an '@' (`a@=?...?=`, part of
 		// an addr-spec) is not decoded by clients, nor by net/mail; it is
 		// shown, and counted, as the raw text it is. Encoded-words glued
-		// to each other are decoded.
+		// to each other are decoded. A raw '@' anywhere in the run, inside
+		// the word's own text as well (`=?SJIS?Q?0@0?=`), makes it an
+		// addr-spec, which clients show as written: the raw text is
+		// counted already.
 		glued := start > runStart && !strings.HasSuffix(s[runStart:start], "?=") ||
 			end < runEnd && !strings.HasPrefix(s[end:runEnd], "=?")
-		if glued || runAts > strings.Count(s[start:end], "@") || !mayHideAddress(s[start:end]) {
+		if glued || runAts > 0 || !mayHideAddress(s[start:end]) {
 			i = end
 			continue
 		}
