@@ -36,14 +36,21 @@ type bufferedConn struct {
 	w  *bufio.Writer
 	// quickAck is set for TCP connections, see quickAck.
 	quickAck bool
+	// peer is what go-milter's warnings name the connection by (see
+	// peerOf).
+	peer net.Addr
 }
 
 func newBufferedConn(c net.Conn) *bufferedConn {
 	_, isTCP := c.(*net.TCPConn)
 	// Small buffers: a large packet (a long To) is read straight into
 	// go-milter's own buffer, and 500 idle sessions stay cheap.
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 4<<10), w: bufio.NewWriterSize(c, 2<<10), quickAck: isTCP}
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 4<<10), w: bufio.NewWriterSize(c, 2<<10), quickAck: isTCP, peer: peerOf(c)}
 }
+
+// RemoteAddr names the peer, a local process's pid and uid for a unix
+// socket.
+func (c *bufferedConn) RemoteAddr() net.Addr { return c.peer }
 
 func (c *bufferedConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
