@@ -195,7 +195,7 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 		case atext[c]:
 			start := p.i
 			p.i = atextEnd(p.s, p.i)
-			if c == '=' && mayHideAddress(p.s[start:p.i]) {
+			if c == '=' && (mayHideAddress(p.s[start:p.i]) || encodedWordBeyond(p.s, start, p.i)) {
 				return 0, span{}, false
 			}
 			words++
@@ -209,6 +209,19 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 		p.skipWS()
 	}
 	return words, last, true
+}
+
+// encodedWordBeyond reports whether the atom s[start:end] begins an
+// encoded-word that, as the lenient reader delimits it (up to "?=", over
+// specials), goes on past the atom: `=?UTF-8?Q?<0@0?=>` is the atom
+// `=?UTF-8?Q?` and an angle address here, one word holding "0@0" there. The
+// full parser and the lenient reader decide such fields.
+func encodedWordBeyond(s string, start, end int) bool {
+	if end-start < 2 || s[start+1] != '?' {
+		return false
+	}
+	wordEnd, _ := encodedWordEnd(s, start)
+	return wordEnd > end
 }
 
 // plainQuotedEnd returns the index of the quote that ends the quoted
