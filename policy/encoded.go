@@ -46,19 +46,45 @@ func withoutLanguage(cs string) string {
 }
 
 // decodedWords returns the decoded text of the encoded-words in s that may
-// hide an address (see mayHideAddress), each followed by a space; words
-// that do not decode are left out (the raw text was scanned already).
-// Converting a charset costs far more than looking at the bytes: Japanese
-// names, the usual encoded-words, are not converted.
+// hide an address (see hidingWords), each followed by a space; words that
+// do not decode are left out (the raw text was scanned already).
 func decodedWords(s string) string {
 	var b strings.Builder
+	hidingWords(s, func(word string) bool {
+		if dec, err := wordDecoder.Decode(word); err == nil {
+			b.WriteString(dec)
+			b.WriteByte(' ')
+		}
+		return true
+	})
+	return b.String()
+}
+
+// mayHideInWords reports whether s holds an encoded-word that the lenient
+// reader decodes and that may hide an address: the fast scanner leaves
+// such fields to the full parser and the lenient reader. Both ask
+// hidingWords, so they cannot disagree on where a word begins and ends.
+func mayHideInWords(s string) bool {
+	found := false
+	hidingWords(s, func(string) bool {
+		found = true
+		return false
+	})
+	return found
+}
+
+// hidingWords calls yield with each encoded-word of s, as a client
+// delimits it, that may hide an address (see mayHideAddress), until yield
+// returns false. Converting a charset costs far more than looking at the
+// bytes: Japanese names, the usual encoded-words, are not converted.
+func hidingWords(s string, yield func(word string) bool) {
 	// The run of non-breaking bytes around the current word, and how many
 	// '@' it holds: computed once per run, so the scan stays linear.
 	runStart, runEnd, runAts := 0, -1, 0
 	for i := 0; ; {
 		j := strings.Index(s[i:], "=?")
 		if j < 0 {
-			return b.String()
+			return
 		}
 		start := i + j
 		end, stop := encodedWordEnd(s, start)
@@ -88,13 +114,8 @@ func decodedWords(s string) string {
 		// counted already.
 		glued := start > runStart && !strings.HasSuffix(s[runStart:start], "?=") ||
 			end < runEnd && !strings.HasPrefix(s[end:runEnd], "=?")
-		if glued || runAts > 0 || !mayHideAddress(s[start:end]) {
-			i = end
-			continue
-		}
-		if dec, err := wordDecoder.Decode(s[start:end]); err == nil {
-			b.WriteString(dec)
-			b.WriteByte(' ')
+		if !glued && runAts == 0 && mayHideAddress(s[start:end]) && !yield(s[start:end]) {
+			return
 		}
 		i = end
 	}

@@ -13,7 +13,8 @@ import (
 // only the result. It returns ok=false, and leaves the field to the full
 // parser, on anything less common: comments, quoted local parts, address
 // literals, nested groups, a quoted display name holding an "@", an
-// encoded-word that may decode to one, an addr-spec that is not ASCII
+// encoded-word that may decode to one (as the lenient reader delimits
+// encoded-words, see hidingWords), an addr-spec that is not ASCII
 // (IDN domains, and the Japanese separators that can run addresses
 // together), invalid UTF-8, or any syntax error. When it returns ok, it found exactly the
 // addr-specs net/mail finds (FuzzScanList checks that), except that
@@ -29,6 +30,12 @@ func scanList(v string) ([]Address, bool) {
 	}
 	if strings.IndexByte(v, 0xef) >= 0 && hasFullWidthAt(v) {
 		// A full-width "@" anywhere: the lenient reader reads it as "@".
+		return nil, false
+	}
+	if strings.Contains(v, "=?") && mayHideInWords(v) {
+		// An encoded-word the lenient reader decodes may show an
+		// address, wherever it is (a display name, a comment, across
+		// specials: `=?UTF8?Q?<0@0?=>` is one word to it).
 		return nil, false
 	}
 	p := scanner{s: v, out: make([]Address, 0, strings.Count(v, "@"))}
@@ -195,9 +202,6 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 		case atext[c]:
 			start := p.i
 			p.i = atextEnd(p.s, p.i)
-			if c == '=' && (mayHideAddress(p.s[start:p.i]) || encodedWordBeyond(p.s, start, p.i)) {
-				return 0, span{}, false
-			}
 			words++
 			last = span{start, p.i}
 		default:
@@ -209,19 +213,6 @@ func (p *scanner) phrase() (words int, last span, ok bool) {
 		p.skipWS()
 	}
 	return words, last, true
-}
-
-// encodedWordBeyond reports whether the atom s[start:end] begins an
-// encoded-word that, as the lenient reader delimits it (up to "?=", over
-// specials), goes on past the atom: `=?UTF-8?Q?<0@0?=>` is the atom
-// `=?UTF-8?Q?` and an angle address here, one word holding "0@0" there. The
-// full parser and the lenient reader decide such fields.
-func encodedWordBeyond(s string, start, end int) bool {
-	if end-start < 2 || s[start+1] != '?' {
-		return false
-	}
-	wordEnd, _ := encodedWordEnd(s, start)
-	return wordEnd > end
 }
 
 // plainQuotedEnd returns the index of the quote that ends the quoted
