@@ -269,7 +269,9 @@ func TestSplitDuringShutdownHides(t *testing.T) {
 	s := miltertest.Dial(t, "tcp", addr)
 	stopped := make(chan struct{})
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		// Long enough for the session below on a loaded machine; it
+		// ends as soon as the session does.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		srv.Shutdown(ctx)
 		close(stopped)
