@@ -69,8 +69,11 @@ const (
 	startTimeout = 30 * time.Second
 	// clientTimeout bounds each command of Send; it is well above the
 	// milter timeouts configured below so that a slow milter shows up as a
-	// Postfix reply rather than a client timeout.
-	clientTimeout = 60 * time.Second
+	// Postfix reply rather than a client timeout. It is also above
+	// bccguard's longest split budget (4 minutes): a milter that keeps
+	// Postfix waiting with progress messages holds up the answer to DATA
+	// that long. Only a hang costs the whole wait.
+	clientTimeout = 5 * time.Minute
 )
 
 // Start starts a private Postfix instance that accepts SMTP on a free port of
