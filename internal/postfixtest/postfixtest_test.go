@@ -58,7 +58,7 @@ func TestSinkRecordsTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	got := sink.WaitFor(t, 2, 5*time.Second)
+	got := sink.WaitFor(t, 2, deliveryTimeout)
 	if len(got) != 2 {
 		t.Fatalf("got %d deliveries, want 2", len(got))
 	}
@@ -274,7 +274,7 @@ func altConfigDirs(t *testing.T) []string {
 
 func waitForLog(t *testing.T, pf *postfixtest.Instance, substr string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(deliveryTimeout) // ends as soon as the line is there
 	for !strings.Contains(pf.Log(), substr) {
 		if time.Now().After(deadline) {
 			t.Fatalf("maillog lacks %q:\n%s", substr, pf.Log())
