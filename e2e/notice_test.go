@@ -362,8 +362,8 @@ func TestNoticeReinjectionHangs(t *testing.T) {
 			t.Fatalf("send: %v\n%s", err, d.log)
 		}
 		// An original that waited for its notice would be accepted only
-		// after bccguard gave up on the silent service (or not at all:
-		// Postfix's milter timeout is 10 s).
+		// after bccguard gave up on the silent service (its 30 s timeout,
+		// inside Postfix's 60 s milter timeout).
 		if n := closedByBccguard.Load(); n != 0 {
 			t.Errorf("the original from %s was accepted after %d notice connections were given up: it waited", s, n)
 		}
