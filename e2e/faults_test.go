@@ -97,7 +97,7 @@ func sendBurstOf(t *testing.T, pf *postfixtest.Instance, n, workers int, deadlin
 // checkBurst reads what the sink received for a burst of n messages.
 func checkBurst(t *testing.T, sink *postfixtest.Sink, n int) outcome {
 	t.Helper()
-	sink.WaitFor(t, n, 120*time.Second)
+	sink.WaitFor(t, n, 5*time.Minute) // ends as soon as all have arrived
 	time.Sleep(time.Second) // let stragglers (duplicates) arrive
 	ds := sink.Deliveries()
 	o := outcome{sent: n}
@@ -292,7 +292,7 @@ func TestOverload(t *testing.T) {
 	var lat []time.Duration
 	var wg sync.WaitGroup
 	var failed atomic.Int64
-	deadline := time.Now().Add(150 * time.Second)
+	deadline := time.Now().Add(5 * time.Minute) // ends as soon as every session is accepted
 	for i := 0; i < sessions; i++ {
 		wg.Add(1)
 		go func(i int) {
