@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -289,12 +290,13 @@ func TestNoticesThroughPostfix(t *testing.T) {
 func TestNoticeReinjectionDown(t *testing.T) {
 	closed := freeaddr.Loopback(t)
 	sink, d, pf, metrics := noticeSetup(t, strings.Replace(noticeConfig, "shutdown_timeout: 5s", "shutdown_timeout: 2s", 1), closed)
-	start := time.Now()
 	if err := pf.Send("staff1@city.example.jp", []string{"a@ext.example", "b@other.example"}, staffMessage("staff1@city.example.jp", "会議", "a@ext.example, b@other.example")); err != nil {
 		t.Fatalf("send: %v\n%s", err, d.log)
 	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("the original waited %v for the notice", took)
+	// Accepted while its notice still retries (for about 15 s): the
+	// original did not wait for it.
+	if n := metricValue(t, metrics, `bccguard_notices_total{result="failed"}`); n != 0 {
+		t.Errorf("the notice had failed before the original was accepted: the original waited for it\n%s", d.log)
 	}
 	got := sink.WaitFor(t, 1, 30*time.Second)
 	if to := field(header(t, got[0].Data), "To"); to != "undisclosed-recipients:;" || !slices.Equal(sorted(got[0].Rcpts), []string{"a@ext.example", "b@other.example"}) {
@@ -316,11 +318,9 @@ func TestNoticeReinjectionDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink.WaitFor(t, 2, 30*time.Second)
-	start = time.Now()
+	// Stopped within shutdown_timeout: the notice is dropped, where one
+	// left to run would end failed after its retries.
 	d.stop(t)
-	if took := time.Since(start); took > 4*time.Second {
-		t.Errorf("stopping took %v with shutdown_timeout 2s", took)
-	}
 	if !strings.Contains(d.log.String(), "result=dropped") {
 		t.Errorf("the queued notice is not logged as dropped:\n%s", d.log)
 	}
@@ -338,6 +338,9 @@ func TestNoticeReinjectionHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	// closedByBccguard counts the notice connections bccguard gave up on
+	// (its read of the silent service timed out, 30 s by default).
+	var closedByBccguard atomic.Int32
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -345,17 +348,24 @@ func TestNoticeReinjectionHangs(t *testing.T) {
 				return
 			}
 			defer c.Close() // held open, silent, until the test ends
+			go func() {
+				if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+					closedByBccguard.Add(1)
+				}
+			}()
 		}
 	}()
 	sink, d, pf, _ := noticeSetup(t, strings.Replace(noticeConfig, "shutdown_timeout: 5s", "shutdown_timeout: 2s", 1), ln.Addr().String())
 	senders := []string{"staff1@city.example.jp", "staff2@city.example.jp", "staff3@city.example.jp"}
 	for _, s := range senders {
-		start := time.Now()
 		if err := pf.Send(s, []string{"a@ext.example", "b@other.example"}, staffMessage(s, "会議", "a@ext.example, b@other.example")); err != nil {
 			t.Fatalf("send: %v\n%s", err, d.log)
 		}
-		if took := time.Since(start); took > 3*time.Second {
-			t.Errorf("the original from %s waited %v", s, took)
+		// An original that waited for its notice would be accepted only
+		// after bccguard gave up on the silent service (its 30 s timeout,
+		// inside Postfix's 60 s milter timeout).
+		if n := closedByBccguard.Load(); n != 0 {
+			t.Errorf("the original from %s was accepted after %d notice connections were given up: it waited", s, n)
 		}
 	}
 	got := sink.WaitFor(t, len(senders), 30*time.Second)
@@ -364,11 +374,9 @@ func TestNoticeReinjectionHangs(t *testing.T) {
 			t.Errorf("unexpected delivery:\n%s", dl.Data)
 		}
 	}
-	start := time.Now()
+	// Stopped within shutdown_timeout: the notices are dropped, where
+	// ones left to run would wait out the 30 s reinjection timeout.
 	d.stop(t)
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("stopping took %v with shutdown_timeout 2s", took)
-	}
 	if n := strings.Count(d.log.String(), "result=dropped"); n != len(senders) {
 		t.Errorf("%d notices logged as dropped, want %d:\n%s", n, len(senders), d.log)
 	}

@@ -85,7 +85,20 @@ func TestShutdownMidSplitLeavesNoCopyWithoutRecord(t *testing.T) {
 		}
 		finished <- err
 	}()
-	time.Sleep(350 * time.Millisecond) // a few copies in
+	// Stopped once a copy is in: a split cut before its first copy
+	// would prove nothing, and a fixed sleep may end before it on a
+	// loaded machine.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		rj.mu.Lock()
+		n := len(rj.rcpts)
+		rj.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no copy handed over")
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {

@@ -268,8 +268,14 @@ func queueID(text string) string {
 }
 
 func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%w (%v)", cerr, err)
+	}
+	// The connection's deadlines never pass ctx's (timeoutConn), so an I/O
+	// timeout at ctx's deadline is the context's, although ctx's own timer
+	// may not have fired yet.
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 	}
 	return err
 }

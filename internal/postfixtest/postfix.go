@@ -69,8 +69,11 @@ const (
 	startTimeout = 30 * time.Second
 	// clientTimeout bounds each command of Send; it is well above the
 	// milter timeouts configured below so that a slow milter shows up as a
-	// Postfix reply rather than a client timeout.
-	clientTimeout = 60 * time.Second
+	// Postfix reply rather than a client timeout. It is also above
+	// bccguard's longest split budget (4 minutes): a milter that keeps
+	// Postfix waiting with progress messages holds up the answer to DATA
+	// that long. Only a hang costs the whole wait.
+	clientTimeout = 5 * time.Minute
 )
 
 // Start starts a private Postfix instance that accepts SMTP on a free port of
@@ -270,9 +273,13 @@ func (i *Instance) configure(opts Options) error {
 		"non_smtpd_milters":      opts.Milter,
 		"milter_default_action":  action,
 		"milter_protocol":        "6",
+		// A milter that does not answer (or is gone) shows at once as a
+		// refused or closed connection; these timeouts only cut a slow
+		// answer, which on a loaded machine with a race-built milter can
+		// take seconds. Tests of the timeouts themselves set their own.
 		"milter_connect_timeout": "5s",
-		"milter_command_timeout": "5s",
-		"milter_content_timeout": "10s",
+		"milter_command_timeout": "60s",
+		"milter_content_timeout": "60s",
 
 		// Retry deferred mail quickly, so tests that make the next hop or
 		// milter fail temporarily can observe the retry in seconds.
