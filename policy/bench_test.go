@@ -96,3 +96,21 @@ func BenchmarkFallbackEncodedNames(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEncodedNames: a To of 50 ISO-2022-JP names on the fast path, the
+// usual Japanese mail: the encoded-words are looked into, not converted.
+func BenchmarkEncodedNames(b *testing.B) {
+	var v strings.Builder
+	for i := 0; i < 50; i++ {
+		if i > 0 {
+			v.WriteString(",\r\n ")
+		}
+		fmt.Fprintf(&v, "=?ISO-2022-JP?B?GyRCOzNFRCRAGyhC?= <user%d@ext%d.example>", i, i%7)
+	}
+	s := v.String()
+	for b.Loop() {
+		if pa := ParseAddressField(s); len(pa.Addrs) != 50 || pa.Mode != ParsedStrict {
+			b.Fatal(len(pa.Addrs), pa.Mode)
+		}
+	}
+}

@@ -93,6 +93,11 @@ func hidingWords(s string, yield func(word string) bool) {
 			i = max(stop, start+2)
 			continue
 		}
+		if !mayHideAddress(s[start:end]) {
+			// The usual Japanese name: no need to look around it.
+			i = end
+			continue
+		}
 		if start >= runEnd {
 			runStart = start
 			for runStart > 0 && !breaksWord(s[runStart-1]) {
@@ -114,7 +119,7 @@ func hidingWords(s string, yield func(word string) bool) {
 		// counted already.
 		glued := start > runStart && !strings.HasSuffix(s[runStart:start], "?=") ||
 			end < runEnd && !strings.HasPrefix(s[end:runEnd], "=?")
-		if !glued && runAts == 0 && mayHideAddress(s[start:end]) && !yield(s[start:end]) {
+		if !glued && runAts == 0 && !yield(s[start:end]) {
 			return
 		}
 		i = end

@@ -426,8 +426,10 @@ func unhex(c byte) int {
 // that charset. Names in these charsets are the common case in Japanese
 // mail and stay on the fast path.
 func hasAt(cs string, text []byte) bool {
-	switch strings.ToLower(withoutLanguage(cs)) {
-	case "iso-2022-jp":
+	// Compared without lower-casing: ToLower would allocate for every
+	// upper-case charset name, the usual spelling.
+	switch cs = withoutLanguage(cs); {
+	case strings.EqualFold(cs, "iso-2022-jp"):
 		twoByte := false
 		for i := 0; i < len(text); i++ {
 			switch {
@@ -444,7 +446,7 @@ func hasAt(cs string, text []byte) bool {
 			}
 		}
 		return false
-	case "shift_jis", "cp932", "windows-31j":
+	case strings.EqualFold(cs, "shift_jis") || strings.EqualFold(cs, "cp932") || strings.EqualFold(cs, "windows-31j"):
 		for i := 0; i < len(text); i++ {
 			switch c := text[i]; {
 			case 0x81 <= c && c <= 0x9f || 0xe0 <= c && c <= 0xfc:
@@ -457,7 +459,7 @@ func hasAt(cs string, text []byte) bool {
 			}
 		}
 		return false
-	case "euc-jp":
+	case strings.EqualFold(cs, "euc-jp"):
 		return bytes.IndexByte(text, '@') >= 0 || bytes.Contains(text, []byte("\xa1\xf7"))
 	}
 	return bytes.IndexByte(text, '@') >= 0 || hasFullWidthAtBytes(text)
@@ -478,9 +480,11 @@ func hasFullWidthAtBytes(text []byte) bool {
 // Japanese and Western mail uses (ISO-2022-JP only outside its two-byte
 // runs, where a byte 0x40 makes mayHideAddress say yes, to be safe).
 func asciiCompatible(cs string) bool {
-	switch strings.ToLower(withoutLanguage(cs)) {
-	case "utf-8", "us-ascii", "iso-2022-jp", "shift_jis", "euc-jp", "cp932", "windows-31j":
-		return true
+	cs = withoutLanguage(cs)
+	for _, name := range [...]string{"utf-8", "iso-2022-jp", "shift_jis", "us-ascii", "euc-jp", "cp932", "windows-31j"} {
+		if strings.EqualFold(cs, name) {
+			return true
+		}
 	}
 	return false
 }
