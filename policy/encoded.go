@@ -113,13 +113,14 @@ func hidingWords(s string, yield func(word string) bool) {
 		// to other text (`x=?...?=`) or to an '@' (`a@=?...?=`, part of
 		// an addr-spec) is not decoded by clients, nor by net/mail; it is
 		// shown, and counted, as the raw text it is. Encoded-words glued
-		// to each other are decoded. A raw '@' anywhere in the run, inside
-		// the word's own text as well (`=?SJIS?Q?0@0?=`), makes it an
-		// addr-spec, which clients show as written: the raw text is
-		// counted already.
+		// to each other are decoded. A raw '@' in the run outside the word
+		// makes it part of an addr-spec, shown raw. One inside the word's
+		// own text (`=?UTF-8?Q?Sales@_c=40outside.example?=`, invalid, but
+		// some clients decode it) does not: both readings are counted,
+		// over-counting rather than missing what a client may show.
 		glued := start > runStart && !strings.HasSuffix(s[runStart:start], "?=") ||
 			end < runEnd && !strings.HasPrefix(s[end:runEnd], "=?")
-		if !glued && runAts == 0 && !yield(s[start:end]) {
+		if !glued && runAts == strings.Count(s[start:end], "@") && !yield(s[start:end]) {
 			return
 		}
 		i = end

@@ -32,6 +32,8 @@ var leakCases = []leakCase{
 		[]string{"a@city.example.jp", "b@ext2.example.org"}, 1},
 	{"encoded-word UTF-8 B in a quoted string", `"=?UTF-8?B?YkBleHQyLmV4YW1wbGUub3Jn?=" <a@city.example.jp>`,
 		[]string{"a@city.example.jp", "b@ext2.example.org"}, 1},
+	{"encoded-word with a raw @ in its own text", `"=?UTF-8?Q?Sales@_c=40outside.example?=" <x@city.example.jp>, y@city.example.jp`,
+		[]string{"c@outside.example", "sales@c", "x@city.example.jp", "y@city.example.jp"}, 2},
 	{"encoded-word Shift_JIS", "=?Shift_JIS?B?jlKTYyBiQGV4dDIuZXhhbXBsZS5vcmc=?= <a@city.example.jp>",
 		[]string{"a@city.example.jp", "b@ext2.example.org"}, 1},
 	{"encoded-word ISO-2022-JP", "=?ISO-2022-JP?B?GyRCOzNFRBsoQiBiQGV4dDIuZXhhbXBsZS5vcmc=?= <a@city.example.jp>",
