@@ -273,10 +273,11 @@ func (i *Instance) configure(opts Options) error {
 		"non_smtpd_milters":      opts.Milter,
 		"milter_default_action":  action,
 		"milter_protocol":        "6",
-		// A milter that does not answer (or is gone) shows at once as a
-		// refused or closed connection; these timeouts only cut a slow
-		// answer, which on a loaded machine with a race-built milter can
-		// take seconds. Tests of the timeouts themselves set their own.
+		// A milter that is gone shows at once as a refused or closed
+		// connection; these timeouts cut a milter that accepts and then
+		// does not answer (after 60 s) or a slow answer, which on a loaded
+		// machine with a race-built milter can take seconds. Tests of the
+		// timeouts themselves set their own.
 		"milter_connect_timeout": "5s",
 		"milter_command_timeout": "60s",
 		"milter_content_timeout": "60s",
