@@ -98,7 +98,7 @@ func sendBurstOf(t *testing.T, pf *postfixtest.Instance, n, workers int, deadlin
 func checkBurst(t *testing.T, sink *postfixtest.Sink, n int) outcome {
 	t.Helper()
 	sink.WaitFor(t, n, 5*time.Minute) // ends as soon as all have arrived
-	time.Sleep(time.Second) // let stragglers (duplicates) arrive
+	time.Sleep(time.Second)           // let stragglers (duplicates) arrive
 	ds := sink.Deliveries()
 	o := outcome{sent: n}
 	perRcpt := map[string]int{}

@@ -269,10 +269,10 @@ func (i *Instance) configure(opts Options) error {
 		"biff":            "no",
 		"smtputf8_enable": "yes",
 
-		"smtpd_milters":          opts.Milter,
-		"non_smtpd_milters":      opts.Milter,
-		"milter_default_action":  action,
-		"milter_protocol":        "6",
+		"smtpd_milters":         opts.Milter,
+		"non_smtpd_milters":     opts.Milter,
+		"milter_default_action": action,
+		"milter_protocol":       "6",
 		// A milter that is gone shows at once as a refused or closed
 		// connection; these timeouts cut a milter that accepts and then
 		// does not answer (after 60 s) or a slow answer, which on a loaded
