@@ -7,11 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/internal/syncbuf"
 )
 
@@ -20,20 +18,13 @@ import (
 // can find it.
 func TestMalformedPacketOnUnixSocketNamesTheProcess(t *testing.T) {
 	var logs syncbuf.Buffer
-	var p atomic.Pointer[config.Config]
-	p.Store(snapshot(cityPolicy(t, nil)))
-	srv := NewServer(&p, nil, nil)
-	protocolLog.Store(slog.New(slog.NewTextHandler(&logs, nil)))
 	sock := filepath.Join(t.TempDir(), "m.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
+	serveOn(t, ln, cityPolicy(t, nil), func(*Server) {
+		protocolLog.Store(slog.New(slog.NewTextHandler(&logs, nil)))
 	})
 	c, err := net.Dial("unix", sock)
 	if err != nil {

@@ -48,15 +48,22 @@ func startServer(t *testing.T, cfg *policy.Config) (string, *atomic.Pointer[conf
 // startServerWith lets a test change the server before it serves.
 func startServerWith(t testing.TB, cfg *policy.Config, change func(*Server)) (string, *atomic.Pointer[config.Config], *Server) {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, srv := serveOn(t, ln, cfg, change)
+	return ln.Addr().String(), p, srv
+}
+
+// serveOn runs a real server on ln until the test ends.
+func serveOn(t testing.TB, ln net.Listener, cfg *policy.Config, change func(*Server)) (*atomic.Pointer[config.Config], *Server) {
+	t.Helper()
 	var p atomic.Pointer[config.Config]
 	p.Store(snapshot(cfg))
 	srv := NewServer(&p, nil, nil)
 	if change != nil {
 		change(srv)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -73,7 +80,7 @@ func startServerWith(t testing.TB, cfg *policy.Config, change func(*Server)) (st
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return ln.Addr().String(), &p, srv
+	return &p, srv
 }
 
 func TestNegotiatesHeadersOnly(t *testing.T) {
