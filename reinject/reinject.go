@@ -268,14 +268,15 @@ func queueID(text string) string {
 }
 
 func ctxErr(ctx context.Context, err error) error {
-	if cerr := ctx.Err(); cerr != nil {
-		return fmt.Errorf("%w (%v)", cerr, err)
-	}
+	cerr := ctx.Err()
 	// The connection's deadlines never pass ctx's (timeoutConn), so an I/O
 	// timeout at ctx's deadline is the context's, although ctx's own timer
 	// may not have fired yet.
-	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+	if dl, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(dl) {
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil {
+		return fmt.Errorf("%w (%v)", cerr, err)
 	}
 	return err
 }
