@@ -325,12 +325,7 @@ func TestUnixSocketPostfixCannotOpen(t *testing.T) {
 // metrics and warns when it is not the installed one (an upgrade without a
 // restart).
 func TestRunningVersion(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsAddr := ln.Addr().String()
-	ln.Close()
+	metricsAddr := freeaddr.Loopback(t)
 	addr := "inet:" + freeaddr.Loopback(t)
 	f := filepath.Join(t.TempDir(), "bccguard.yaml")
 	yaml := "listen: " + addr + "\nmetrics_listen: " + metricsAddr + "\n" + city

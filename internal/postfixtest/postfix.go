@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/bccguard/bccguard/internal/freeaddr"
 )
 
 // Options configure an [Instance].
@@ -128,11 +130,11 @@ func Start(t testing.TB, opts Options) *Instance {
 		t.Fatalf("postfixtest: register %s in %s of %s/main.cf: %v", inst.confDir, altDirsParam, sys.defaultConfDir, err)
 	}
 
-	// The port is chosen by binding to :0 and closing again, so another
-	// process can grab it before the master binds it. That is rare but
+	// The port is chosen by binding and closing again, so another process
+	// can grab it before the master binds it. That is rare but
 	// likely enough with many parallel test packages to merit a retry.
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, err := freeaddr.Port()
 		if err != nil {
 			t.Fatalf("postfixtest: %v", err)
 		}
@@ -140,7 +142,7 @@ func Start(t testing.TB, opts Options) *Instance {
 			t.Fatalf("postfixtest: configure smtpd port: %v", err)
 		}
 		if opts.Reinject {
-			port, err := freePort()
+			port, err := freeaddr.Port()
 			if err != nil {
 				t.Fatalf("postfixtest: %v", err)
 			}
@@ -542,14 +544,4 @@ func portInUse(addr string) bool {
 	}
 	l.Close()
 	return false
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
