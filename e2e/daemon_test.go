@@ -61,11 +61,23 @@ func writeConfig(t *testing.T, yaml string) string {
 // waits until it accepts connections.
 func startDaemon(t *testing.T, cfg, addr string) *daemon {
 	t.Helper()
+	d, err := launchDaemon(t, cfg, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// launchDaemon is startDaemon for a goroutine other than the test's own
+// (a restart in the middle of a burst): it returns the failure instead of
+// calling t.Fatal, which would end only that goroutine and leave the test
+// waiting for a daemon that never comes.
+func launchDaemon(t *testing.T, cfg, addr string) (*daemon, error) {
 	d := &daemon{addr: addr, log: &syncbuf.Buffer{}, exited: make(chan error, 1)}
 	d.cmd = exec.Command(bccguardBin, "serve", "--allow-root", "--config", cfg, "--listen", "inet:"+addr)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() { d.exited <- d.cmd.Wait() }()
 	t.Cleanup(func() {
@@ -82,18 +94,34 @@ func startDaemon(t *testing.T, cfg, addr string) *daemon {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return d
+			return d, nil
 		}
 		select {
 		case err := <-d.exited:
-			t.Fatalf("bccguard exited at start: %v\n%s", err, d.log)
+			return nil, fmt.Errorf("bccguard exited at start: %v\n%s", err, d.log)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("bccguard does not listen on %s:\n%s", addr, d.log)
+			return nil, fmt.Errorf("bccguard does not listen on %s:\n%s", addr, d.log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// restarted is what a goroutine that started the daemon again hands back to
+// the test (launchDaemon).
+type restarted struct {
+	d   *daemon
+	err error
+}
+
+// daemon returns the restarted daemon, or fails the test.
+func (r restarted) daemon(t *testing.T) *daemon {
+	t.Helper()
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.d
 }
 
 // kill sends SIGKILL, as a crash would.
@@ -129,20 +157,29 @@ func (d *daemon) checkLog(t *testing.T) {
 // stop sends SIGTERM and requires a clean exit.
 func (d *daemon) stop(t *testing.T) {
 	t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := d.terminate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// terminate is stop for a goroutine other than the test's own: it returns
+// the failure (launchDaemon says why).
+func (d *daemon) terminate() error {
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
 	}
 	select {
 	case err := <-d.exited:
 		if err != nil {
-			t.Fatalf("bccguard exited with %v:\n%s", err, d.log)
+			return fmt.Errorf("bccguard exited with %v:\n%s", err, d.log)
 		}
 	case <-time.After(60 * time.Second):
 		// A hang detector, well past every shutdown_timeout in these
 		// tests; the wait ends as soon as the daemon exits.
-		t.Fatalf("bccguard did not stop on SIGTERM:\n%s", d.log)
+		return fmt.Errorf("bccguard did not stop on SIGTERM:\n%s", d.log)
 	}
 	if !strings.Contains(d.log.String(), "bccguard stopped") {
-		t.Fatalf("no clean stop in the log:\n%s", d.log)
+		return fmt.Errorf("no clean stop in the log:\n%s", d.log)
 	}
+	return nil
 }

@@ -144,7 +144,8 @@ func TestKilledDuringBurst(t *testing.T) {
 	sink, d, pf := setup(t, cityConfig)
 	const n = 60
 	var once sync.Once
-	restarted := make(chan struct{})
+	again := make(chan restarted, 1)
+	cfg := writeConfig(t, cityConfig)
 	start := time.Now()
 	deferred := sendBurst(t, pf, n, 6, time.Now().Add(90*time.Second), func(accepted int64) {
 		if accepted == n/3 {
@@ -152,13 +153,13 @@ func TestKilledDuringBurst(t *testing.T) {
 				d.kill(t)
 				go func() {
 					time.Sleep(2 * time.Second)
-					startDaemon(t, writeConfig(t, cityConfig), d.addr)
-					close(restarted)
+					next, err := launchDaemon(t, cfg, d.addr)
+					again <- restarted{next, err}
 				}()
 			})
 		}
 	})
-	<-restarted
+	(<-again).daemon(t)
 	o := checkBurst(t, sink, n)
 	o.deferred = deferred
 	if deferred == 0 {

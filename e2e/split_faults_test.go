@@ -87,7 +87,7 @@ func TestSplitKilledDuringBurst(t *testing.T) {
 	d = startDaemon(t, cfg, d.addr)
 	const n = 30
 	var once sync.Once
-	restarted := make(chan *daemon)
+	again := make(chan restarted, 1)
 	start := time.Now()
 	deferred := sendBurstOf(t, pf, n, 6, time.Now().Add(120*time.Second), splitBurstMessage, func(accepted int64) {
 		if accepted == n/3 {
@@ -95,12 +95,13 @@ func TestSplitKilledDuringBurst(t *testing.T) {
 				d.kill(t)
 				go func() {
 					time.Sleep(2 * time.Second)
-					restarted <- startDaemon(t, cfg, d.addr)
+					next, err := launchDaemon(t, cfg, d.addr)
+					again <- restarted{next, err}
 				}()
 			})
 		}
 	})
-	d2 := <-restarted
+	d2 := (<-again).daemon(t)
 	pf.WaitQueueEmpty(t, 60*time.Second)
 	time.Sleep(2 * time.Second) // let stragglers (duplicates) arrive
 	b := tallyBurst(t, collect(t, sink), n)

@@ -79,20 +79,25 @@ func TestSplitStoppedDuringBurst(t *testing.T) {
 	d = startDaemon(t, cfg, d.addr)
 	const n = 30
 	var once sync.Once
-	restarted := make(chan *daemon)
+	again := make(chan restarted, 1)
 	stopped := make(chan string, 1)
 	deferred := sendBurstOf(t, pf, n, 6, time.Now().Add(120*time.Second), splitBurstMessage, func(accepted int64) {
 		if accepted == n/3 {
 			once.Do(func() {
 				go func() {
-					d.stop(t)
+					if err := d.terminate(); err != nil {
+						stopped <- d.log.String()
+						again <- restarted{err: err}
+						return
+					}
 					stopped <- d.log.String()
-					restarted <- startDaemon(t, cfg, d.addr)
+					next, err := launchDaemon(t, cfg, d.addr)
+					again <- restarted{next, err}
 				}()
 			})
 		}
 	})
-	d2 := <-restarted
+	d2 := (<-again).daemon(t)
 	log1 := <-stopped
 	pf.WaitQueueEmpty(t, 60*time.Second)
 	time.Sleep(2 * time.Second) // let stragglers (duplicates) arrive
