@@ -88,13 +88,19 @@ func launchDaemon(t *testing.T, cfg, addr string) (*daemon, error) {
 		d.checkLog(t)
 	})
 	// Generous: a race-built binary on a loaded machine starts slowly, and
-	// the wait ends as soon as it listens.
+	// the wait ends as soon as it listens. Its own "started" line is what
+	// proves that it bound addr: a connection alone could reach another
+	// process that took the port first (this daemon then exits with
+	// "address already in use"), and the test would go on against a
+	// milter it does not control (one did: a SIGSTOP that stopped nothing).
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return d, nil
+		if strings.Contains(d.log.String(), "bccguard started") {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				return d, nil
+			}
 		}
 		select {
 		case err := <-d.exited:
