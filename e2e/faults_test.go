@@ -180,6 +180,10 @@ func TestHungPastMilterTimeouts(t *testing.T) {
 	})
 	const n = 12
 	var once sync.Once
+	// The SIGCONT is sent from its own goroutine, which must not call
+	// t.Fatal (that would end only the goroutine, or panic once the test
+	// is over): its error comes back here.
+	resumed := make(chan error, 1)
 	start := time.Now()
 	deferred := sendBurst(t, pf, n, 3, time.Now().Add(90*time.Second), func(accepted int64) {
 		if accepted == 2 {
@@ -187,12 +191,20 @@ func TestHungPastMilterTimeouts(t *testing.T) {
 				d.signal(t, syscall.SIGSTOP)
 				go func() {
 					time.Sleep(7 * time.Second) // past the 2s timeouts, several times
-					d.signal(t, syscall.SIGCONT)
+					resumed <- d.cmd.Process.Signal(syscall.SIGCONT)
 				}()
 			})
 		}
 	})
 	o := checkBurst(t, sink, n)
+	select {
+	case err := <-resumed:
+		if err != nil {
+			t.Errorf("SIGCONT: %v", err)
+		}
+	case <-time.After(60 * time.Second): // a hang detector; ends at the SIGCONT
+		t.Error("bccguard was never stopped and continued")
+	}
 	o.deferred = deferred
 	if deferred == 0 {
 		t.Error("no message was refused while bccguard hung")
