@@ -98,18 +98,18 @@ const (
 // RCPT parameters, every header field, the body. Collected only on
 // connections negotiated for split.
 type splitState struct {
-	enabled     bool
-	mailArgs    string
-	rcpts       []string
-	rcptArgs    []string
+	enabled  bool
+	mailArgs string
+	rcpts    []string
+	rcptArgs []string
 	// rcptCount counts every recipient of the message, rcptBytes those
 	// kept; tooManyRcpts is set (and none kept) once either is over its
 	// bound.
 	rcptCount    int
 	rcptBytes    int64
 	tooManyRcpts bool
-	header      []policy.Field
-	headerBytes int64
+	header       []policy.Field
+	headerBytes  int64
 	// body holds the body once the decision (made at the first body
 	// chunk) says split; skipBody is set when it is not needed or cannot
 	// be kept.
