@@ -246,17 +246,14 @@ func hidingWords(s string, yield func(run string) bool) {
 
 // runMayHide reports whether the run of encoded-words s may decode to text
 // with an address, as far as a look without converting the charset can
-// tell: one of its words may (see mayHideAddress), or the bytes of
+// tell: one of its words may (as mayHideAddress tells), or the bytes of
 // adjacent words in one charset, joined as some clients join them before
 // converting (a full-width at sign cut across two words), hold an "@".
+// Each word is decoded once, into the joined bytes of its charset.
 func runMayHide(s string) bool {
-	if mayHideAddress(s) {
-		return true
-	}
-	// mayHideAddress saw every word, each of a charset it reads.
-	var buf [512]byte
+	var buf, src [512]byte
 	var cs string
-	n, words := 0, 0
+	n, words := 0, 0 // the joined bytes buf[:n] of the words in cs
 	for i := 0; i < len(s); {
 		if isBlank(s[i]) {
 			i++
@@ -264,44 +261,49 @@ func runMayHide(s string) bool {
 		}
 		end, _ := encodedWordEnd(s, i)
 		if end < 0 {
-			break // not reached: s is a run of words
+			return true // not reached: s is a run of words
 		}
 		wcs, rest, _ := strings.Cut(s[i+2:end], "?")
 		enc, text, _ := strings.Cut(rest, "?")
 		text = text[:len(text)-2]
 		i = end
-		if !strings.EqualFold(wcs, cs) {
+		if len(text) > 256 {
+			return true
+		}
+		if wcs != cs && !strings.EqualFold(wcs, cs) || len(text) > len(buf)-n {
+			if !asciiCompatible(wcs) {
+				return true
+			}
 			if words > 1 && hasAt(cs, buf[:n]) {
 				return true
 			}
 			cs, n, words = wcs, 0, 0
 		}
-		if len(text) > len(buf)-n {
-			return true // longer than any name: to be safe
-		}
+		m := 0
 		switch enc {
 		case "Q", "q":
-			n += qDecode(buf[n:], text)
+			m = qDecode(buf[n:], text)
 		case "B", "b":
-			var src [len(buf)]byte
-			m, err := base64.StdEncoding.Decode(buf[n:], src[:copy(src[:], text)])
-			if err != nil {
-				// The word decoder leaves such a word out: it ends the
-				// joined text.
-				if words > 1 && hasAt(cs, buf[:n]) {
-					return true
-				}
-				cs, n, words = "", 0, 0
-				continue
+			var err error
+			if m, err = base64.StdEncoding.Decode(buf[n:], src[:copy(src[:], text)]); err != nil {
+				m = -1
 			}
-			n += m
 		default:
+			m = -1
+		}
+		if m < 0 {
+			// The word decoder leaves such a word out: it ends the
+			// joined bytes.
 			if words > 1 && hasAt(cs, buf[:n]) {
 				return true
 			}
 			cs, n, words = "", 0, 0
 			continue
 		}
+		if hasAt(wcs, buf[n:n+m]) {
+			return true
+		}
+		n += m
 		words++
 	}
 	return words > 1 && hasAt(cs, buf[:n])
@@ -334,9 +336,14 @@ func wordFollows(s string, i int) bool {
 
 // breaksWord reports whether c ends the run of text an encoded-word may be
 // glued to: a blank or a special of RFC 5322 other than '.' and '@'.
-func breaksWord(c byte) bool {
-	return c <= ' ' || strings.IndexByte(`()<>[]:;\",`, c) >= 0
-}
+func breaksWord(c byte) bool { return wordBreaks[c] }
+
+var wordBreaks = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c <= ' ' || strings.IndexByte(`()<>[]:;\",`, byte(c)) >= 0
+	}
+	return t
+}()
 
 // encodedWordEnd returns the end of the encoded-word `=?charset?e?text?=`
 // at s[start], or -1 and where the scan stopped: at a blank, which no
