@@ -267,10 +267,10 @@ func runMayHide(s string) bool {
 		enc, text, _ := strings.Cut(rest, "?")
 		text = text[:len(text)-2]
 		i = end
-		if len(text) > 256 {
-			return true
+		if len(text) > 256 || len(text) > len(buf)-n {
+			return true // longer than any name: to be safe
 		}
-		if wcs != cs && !strings.EqualFold(wcs, cs) || len(text) > len(buf)-n {
+		if words == 0 || wcs != cs && !strings.EqualFold(wcs, cs) {
 			if !asciiCompatible(wcs) {
 				return true
 			}
