@@ -94,8 +94,9 @@ func eachWord(run string, f func(word string)) {
 // adjacent words in one charset before converting it read it: a character
 // cut across words (`=?Shift_JIS?Q?b=81?= =?Shift_JIS?Q?=97ext.example?=`,
 // b＠ext.example), an ISO-2022-JP escape in one word that sets the next
-// words' characters. ok is false when no charset conversion is involved or
-// no two words share one: the text is the one decodedWords reads already.
+// words' characters. ok is false when no two adjacent words share a
+// charset that is converted: the text is the one decodedWords reads
+// already.
 func joinedReading(run string) (string, bool) {
 	var out strings.Builder
 	var cs string
@@ -103,10 +104,12 @@ func joinedReading(run string) (string, bool) {
 	words, joined := 0, false
 	flush := func() {
 		if words > 1 && !passThrough(cs) {
-			if r, err := wordDecoder.CharsetReader(withoutLanguage(cs), bytes.NewReader(raw)); err == nil {
+			joined = true
+		}
+		if words > 0 {
+			if r, err := wordDecoder.CharsetReader(cs, bytes.NewReader(raw)); err == nil {
 				if dec, err := io.ReadAll(r); err == nil {
 					out.Write(dec)
-					joined = true
 				}
 			}
 		}

@@ -61,6 +61,8 @@ var leakCases = []leakCase{
 		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
 	{"full-width at cut across Shift_JIS words", "=?Shift_JIS?Q?b=81?= =?Shift_JIS?Q?=97ext2.example.org?= <a@ext1.example.com>",
 		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"full-width at cut across Shift_JIS words after a UTF-8 word", "=?UTF-8?Q?b?= =?Shift_JIS?Q?=81?= =?Shift_JIS?Q?=97ext2.example.org?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
 	{"ISO-2022-JP escape carried into the next word", "=?ISO-2022-JP?B?YhskQg==?= =?ISO-2022-JP?B?IXcbKEJleHQyLmV4YW1wbGUub3Jn?= <a@ext1.example.com>",
 		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
 	// Obsolete syntax: blanks, folds and comments between the parts.
