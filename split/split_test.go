@@ -458,3 +458,13 @@ func TestRunStartsNoCopyWithoutTimeForIt(t *testing.T) {
 		}
 	})
 }
+
+// TestBodySizeCountsCRLF: a body read from a file counts as Postfix hands
+// it to the milter, every line ended with CRLF (the last one too).
+func TestBodySizeCountsCRLF(t *testing.T) {
+	for body, want := range map[string]int64{"": 0, "a\r\nbc\r\n": 7, "a\nbc\n": 7, "a\nbc": 7, "\n\n": 4} {
+		if got := BodySize([]byte(body)); got != want {
+			t.Errorf("BodySize(%q) = %d, want %d", body, got, want)
+		}
+	}
+}
