@@ -277,6 +277,11 @@ func TestCountDomains(t *testing.T) {
 		// mailbox's own are both organizations a reader sees.
 		{"routed through another organization", "x%partner.example@other.example, a@partner.example", Convert},
 		{"one routed address alone", "x%partner.example@other.example", Pass},
+		// An own domain that only relays to a partner is no second
+		// organization (audit of issue 10; docs/configuration.md).
+		{"routed through the own domain to the partner", "x%partner.example@city.example.jp, y@partner.example", Pass},
+		{"bang path through the own domain to the partner", "partner.example!x@city.example.jp, y@partner.example", Pass},
+		{"routed through the own domain to another organization", "x%other.example@city.example.jp, y@partner.example", Convert},
 		// Finding 2: Outlook's quoted copy of the address is no second
 		// organization.
 		{"Outlook's quoted name of a partner", `"'a@partner.example'" <a@partner.example>, b@partner.example`, Pass},
