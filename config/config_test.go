@@ -274,6 +274,13 @@ func TestReinjectSection(t *testing.T) {
 		}
 	}
 
+	// Over a minute: a split's budget and a last slow reply would not fit
+	// in milter_content_timeout.
+	os.WriteFile(f, []byte("reinject:\n  timeout: 61s\n"), 0o600)
+	if _, err := Load(f); err == nil || !strings.Contains(err.Error(), "reinject.timeout") {
+		t.Errorf("a 61s reinject.timeout: %v", err)
+	}
+
 	t.Setenv("BCCGUARD_REINJECT_ADDRESS", "unix:/run/reinject.sock")
 	if c, err := Load(""); err != nil || c.Reinject.Address != "unix:/run/reinject.sock" {
 		t.Errorf("from the environment: %+v (%v)", c, err)

@@ -310,8 +310,11 @@ func (c *Config) build(file string, raw *rawConfig, hasDomains bool) []Problem {
 			bad("reinject.address", "%v (the Postfix smtpd service without bccguard, such as inet:127.0.0.1:10026; \"\" for none)", err)
 		}
 	}
-	if c.Reinject.Timeout < time.Second {
-		bad("reinject.timeout", "must be at least 1s, with a unit (30s, 1m), got %v", raw.Reinject.Timeout)
+	// At most a minute: a split waits up to this long for the reply to a
+	// copy's final dot past its time budget, and budget plus reply must
+	// stay inside Postfix's milter_content_timeout (milter.splitBudget).
+	if c.Reinject.Timeout < time.Second || c.Reinject.Timeout > time.Minute {
+		bad("reinject.timeout", "must be from 1s to 1m, with a unit (30s, 1m), got %v", raw.Reinject.Timeout)
 	}
 
 	pc := &policy.Config{HasDomains: hasDomains, ExemptSenders: map[string]bool{}}

@@ -22,23 +22,8 @@ func checkMilterAnswers(e *env) []Result {
 	if e.listen.network == "unix" {
 		out = append(out, e.checkSocketAccess())
 	}
-	version := uint32(6)
-	if n, err := strconv.Atoi(e.postfix.Main["milter_protocol"]); err == nil && n >= 2 && n < 6 {
-		version = uint32(n)
-	}
-	network, address := "tcp", net.JoinHostPort(e.listen.host, e.listen.port)
-	if e.listen.network == "unix" {
-		network, address = "unix", e.listen.file
-	} else if e.listen.host == "" || isUnspecified(e.listen.host) {
-		address = net.JoinHostPort("127.0.0.1", e.listen.port)
-	}
-	c := gomilter.NewClient(network, address,
-		// Offer what Postfix offers at its milter_protocol: zero makes
-		// go-milter choose every option that version knows.
-		gomilter.WithMaximumVersion(version), gomilter.WithProtocols(0),
-		gomilter.WithDialer(&net.Dialer{Timeout: e.opts.Timeout}),
-		gomilter.WithReadTimeout(e.opts.Timeout), gomilter.WithWriteTimeout(e.opts.Timeout))
-	s, err := c.Session(nil)
+	version := e.milterProtocol()
+	s, err := e.negotiate(e.listen)
 	if err != nil && strings.Contains(err.Error(), "negotiate") {
 		return append(out, Result{Status: Fail, Check: "milter",
 			Message: fmt.Sprintf("bccguard on %s refuses Postfix's milter protocol %d: %v. Postfix applies milter_default_action to every message.", e.cfg.Listen, version, err),
@@ -52,6 +37,32 @@ func checkMilterAnswers(e *env) []Result {
 	defer s.Close()
 	return append(out, Result{Check: "milter",
 		Message: fmt.Sprintf("bccguard answers on %s: milter protocol %d; it asks for %s; it may %s.", e.cfg.Listen, version, events(s), actions(s))})
+}
+
+// milterProtocol is the milter protocol version Postfix offers.
+func (e *env) milterProtocol() uint32 {
+	if n, err := strconv.Atoi(e.postfix.Main["milter_protocol"]); err == nil && n >= 2 && n < 6 {
+		return uint32(n)
+	}
+	return 6
+}
+
+// negotiate connects to the milter at ep as Postfix does and negotiates
+// with Postfix's milter_protocol; the caller closes the session.
+func (e *env) negotiate(ep endpoint) (*gomilter.ClientSession, error) {
+	network, address := "tcp", net.JoinHostPort(ep.host, ep.port)
+	if ep.network == "unix" {
+		network, address = "unix", ep.file
+	} else if ep.host == "" || isUnspecified(ep.host) {
+		address = net.JoinHostPort("127.0.0.1", ep.port)
+	}
+	c := gomilter.NewClient(network, address,
+		// Offer what Postfix offers at its milter_protocol: zero makes
+		// go-milter choose every option that version knows.
+		gomilter.WithMaximumVersion(e.milterProtocol()), gomilter.WithProtocols(0),
+		gomilter.WithDialer(&net.Dialer{Timeout: e.opts.Timeout}),
+		gomilter.WithReadTimeout(e.opts.Timeout), gomilter.WithWriteTimeout(e.opts.Timeout))
+	return c.Session(nil)
 }
 
 // events lists the events the milter did not negotiate away.

@@ -142,6 +142,7 @@ var checks = []check{
 	checkOrigin,
 	checkSigningOrder,
 	checkSplitOrder,
+	checkRecipientAdders,
 	checkMilterAnswers,
 	checkVersion,
 }

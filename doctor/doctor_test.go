@@ -18,6 +18,7 @@ import (
 	"github.com/bccguard/bccguard/internal/freeaddr"
 	"github.com/bccguard/bccguard/internal/postfixtest"
 	"github.com/bccguard/bccguard/milter"
+	gomilter "github.com/d--j/go-milter"
 )
 
 // The tests write real Postfix configuration directories (main.cf as the
@@ -507,5 +508,50 @@ func TestSplitOrder(t *testing.T) {
 	// With hide the order does not matter: no check.
 	if got := run(t, cd.Dir(), addr, city).Find("split order"); len(got) != 0 {
 		t.Errorf("split order checked without split: %v", got)
+	}
+}
+
+// otherMilter serves a do-nothing milter that declares actions, as a
+// milter listed before bccguard would, and returns its Postfix address.
+func otherMilter(t *testing.T, actions gomilter.OptAction) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := gomilter.NewServer(gomilter.WithMilter(func() gomilter.Milter { return gomilter.NoOpMilter{} }), gomilter.WithActions(actions))
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return "inet:" + ln.Addr().String()
+}
+
+// With delivery: split, a milter before bccguard that may add recipients
+// warns (the original, with what it added, is discarded once every
+// recipient bccguard saw has its copy); automatic BCC is said.
+func TestRecipientAdders(t *testing.T) {
+	addr := inetMilter(t)
+	cd := right(t, addr, nil)
+	split := city + "policy:\n  delivery: split\nreinject:\n  address: inet:127.0.0.1:10026\nsplit:\n  state_dir: " + t.TempDir() + "\n"
+	scanner := otherMilter(t, gomilter.OptAddHeader|gomilter.OptChangeHeader)
+	archiver := otherMilter(t, gomilter.OptAddHeader|gomilter.OptAddRcpt)
+	cd.Postconf(t, "-e", "smtpd_milters="+scanner+", "+addr, "non_smtpd_milters="+scanner+", "+addr)
+	r := run(t, cd.Dir(), addr, split)
+	want(t, r, "recipient adders", doctor.OK, "no milter before bccguard may add recipients")
+	if got := r.Find("automatic bcc"); len(got) != 0 {
+		t.Errorf("automatic bcc said without any: %v", got)
+	}
+	cd.Postconf(t, "-e", "smtpd_milters="+scanner+", "+archiver+", "+addr)
+	want(t, run(t, cd.Dir(), addr, split), "recipient adders", doctor.Warn, archiver+" before bccguard, and it may add recipients")
+	down := closedAddr(t)
+	cd.Postconf(t, "-e", "smtpd_milters="+down+", "+addr)
+	want(t, run(t, cd.Dir(), addr, split), "recipient adders", doctor.Warn, "could not be asked")
+	cd.Postconf(t, "-e", "smtpd_milters="+addr, "always_bcc=archive@city.example.jp")
+	r = run(t, cd.Dir(), addr, split)
+	want(t, r, "automatic bcc", doctor.OK, "always_bcc set in main.cf")
+	want(t, r, "recipient adders", doctor.OK, "no milter before bccguard")
+	// With hide nothing is discarded: no check.
+	r = run(t, cd.Dir(), addr, city)
+	if got := append(r.Find("recipient adders"), r.Find("automatic bcc")...); len(got) != 0 {
+		t.Errorf("checked without split: %v", got)
 	}
 }

@@ -33,30 +33,40 @@ func TestSplitReinjectionServiceDown(t *testing.T) {
 
 // TestSplitRecordsSurviveARestart: a message split once, sent again after
 // bccguard restarted (as a client does after a crash left it tempfailed),
-// gives nobody a second copy: the records are found.
+// gives nobody a second copy: the records are found, after a clean stop
+// and after SIGKILL (records are on disk once a copy's 250 is, not at
+// shutdown).
 func TestSplitRecordsSurviveARestart(t *testing.T) {
-	sink, d, pf, cfg := splitSetup(t)
-	rcpts := []string{"r1@ext.example", "r2@other.example", "r3@ext.example"}
-	msg := []byte("From: staff@city.example.jp\r\nTo: r1@ext.example, r2@other.example\r\nSubject: retried\r\n" +
-		"Message-ID: <retried@city.example.jp>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0900\r\n\r\nsame body\r\n")
-	if err := pf.Send("staff@city.example.jp", rcpts, msg); err != nil {
-		t.Fatal(err)
-	}
-	byRecipient(t, sink, "retried", rcpts)
-	d.stop(t)
-	d2 := startDaemon(t, cfg, d.addr)
-	if err := pf.Send("staff@city.example.jp", rcpts, msg); err != nil {
-		t.Fatal(err)
-	}
-	pf.WaitQueueEmpty(t, 20*time.Second)
-	got := byRecipient(t, sink, "retried", rcpts)
-	// r1 and r2 have their copies from the first attempt; r3 (Bcc) gets
-	// the original of each attempt, as it would without bccguard.
-	if len(got["r1@ext.example"]) != 1 || len(got["r2@other.example"]) != 1 || len(got["r3@ext.example"]) != 2 {
-		t.Errorf("after the retry: r1 %d, r2 %d, r3 %d messages", len(got["r1@ext.example"]), len(got["r2@other.example"]), len(got["r3@ext.example"]))
-	}
-	if log := d2.log.String(); !strings.Contains(log, "copies=2 copies_before=2") {
-		t.Errorf("the restarted daemon did not find the records:\n%s", log)
+	for _, end := range []struct {
+		name string
+		stop func(*daemon, *testing.T)
+	}{{"SIGTERM", (*daemon).stop}, {"SIGKILL", (*daemon).kill}} {
+		t.Run(end.name, func(t *testing.T) {
+			sink, d, pf, cfg := splitSetup(t)
+			rcpts := []string{"r1@ext.example", "r2@other.example", "r3@ext.example"}
+			msg := []byte("From: staff@city.example.jp\r\nTo: r1@ext.example, r2@other.example\r\nSubject: retried\r\n" +
+				"Message-ID: <retried@city.example.jp>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0900\r\n\r\nsame body\r\n")
+			if err := pf.Send("staff@city.example.jp", rcpts, msg); err != nil {
+				t.Fatal(err)
+			}
+			byRecipient(t, sink, "retried", rcpts)
+			end.stop(d, t)
+			d2 := startDaemon(t, cfg, d.addr)
+			if err := pf.Send("staff@city.example.jp", rcpts, msg); err != nil {
+				t.Fatal(err)
+			}
+			pf.WaitQueueEmpty(t, 20*time.Second)
+			got := byRecipient(t, sink, "retried", rcpts)
+			// r1 and r2 have their copies from the first attempt; r3 (Bcc)
+			// gets the original of each attempt, as it would without
+			// bccguard.
+			if len(got["r1@ext.example"]) != 1 || len(got["r2@other.example"]) != 1 || len(got["r3@ext.example"]) != 2 {
+				t.Errorf("after the retry: r1 %d, r2 %d, r3 %d messages", len(got["r1@ext.example"]), len(got["r2@other.example"]), len(got["r3@ext.example"]))
+			}
+			if log := d2.log.String(); !strings.Contains(log, "copies=2 copies_before=2") {
+				t.Errorf("the restarted daemon did not find the records:\n%s", log)
+			}
+		})
 	}
 }
 

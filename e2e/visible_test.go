@@ -57,6 +57,8 @@ func visibleShapes(t *testing.T, extra map[string]string) {
 		{"full-width-at", "To: b\uff20ext.example, c\uff20other.example\r\n", "To"},
 		{"fold-before-internal-suffix", "To: a@city.example.jp, b@ext.example\r\n .city.example.jp\r\n", "To"},
 		{"encoded-word-language", "To: =?UTF-8*ja?Q?b=40ext.example?= <a@city.example.jp>\r\n", "To"},
+		// An address cut across adjacent encoded-words over a fold.
+		{"encoded-words-cut-across", "To: =?ISO-2022-JP?B?GyRCOzNFRBsoQiBi?=\r\n =?ISO-2022-JP?B?QGV4dDIuZXhhbXBsZS5vcmc=?= <a@city.example.jp>\r\n", "To"},
 		{"bare-CR", "To: a@city.example.jp\rb@ext.example\r\nX-Note: x\rTo: a@ext.example, b@other.example\r\n", "To"},
 	}
 	rcpts := []string{"a@ext.example", "b@other.example"}

@@ -33,8 +33,19 @@ import (
 // the hidden original. bccguard sends a progress message between copies,
 // so that a lowered milter_content_timeout does not cut a split that is
 // still moving.
-func splitBudget(maxRecipients int) time.Duration {
-	return min(20*time.Second+time.Duration(maxRecipients)*250*time.Millisecond, 4*time.Minute)
+//
+// The budget is when the last copy may start, not when the split ends: a
+// copy is started only while reinject.timeout (one command's timeout) is
+// left, and a copy whose final dot is out is waited for up to that timeout
+// even past the budget, since Postfix queued it before answering (package
+// split, Run). So the budget is at least the timeout plus 5 s, or no copy
+// would ever start (20.25 s for max_recipients 1 against the default 30 s),
+// and at most 4 minutes less the timeout, so that the budget and a last
+// slow reply stay inside the 4 minutes (config caps the timeout at a
+// minute).
+func splitBudget(maxRecipients int, timeout time.Duration) time.Duration {
+	b := 20*time.Second + time.Duration(maxRecipients)*250*time.Millisecond
+	return max(min(b, 4*time.Minute-timeout), timeout+5*time.Second)
 }
 
 // On a connection whose snapshot uses split, splitActions is asked for on
@@ -103,13 +114,15 @@ type splitState struct {
 	rcpts    []string
 	rcptArgs []string
 	// rcptCount counts every recipient of the message, rcptBytes those
-	// kept; tooManyRcpts is set (and none kept) once either is over its
-	// bound.
+	// kept; tooManyRcpts is set once either is over its bound, and the
+	// recipients after that are counted, not kept.
 	rcptCount    int
 	rcptBytes    int64
 	tooManyRcpts bool
 	header       []policy.Field
-	headerBytes  int64
+	// size counts the header and body bytes received, as
+	// split.Feasible counts them, also past split.max_message_bytes.
+	size int64
 	// body holds the body once the decision (made at the first body
 	// chunk) says split; skipBody is set when it is not needed or cannot
 	// be kept.
@@ -154,11 +167,14 @@ func (st *splitState) addRcpt(rcpt, args string) {
 }
 
 func (st *splitState) addHeader(name, value string, limit int64) {
-	if !st.enabled || st.tooBig {
+	if !st.enabled {
 		return
 	}
-	st.headerBytes += int64(len(name) + len(value) + 4)
-	if st.headerBytes > limit {
+	st.size += split.FieldSize(name, value)
+	if st.tooBig {
+		return
+	}
+	if st.size > limit {
 		st.tooBig = true
 		st.header = st.header[:0]
 		return
@@ -182,7 +198,11 @@ func (s *session) decision() policy.Decision {
 // bodyChunk keeps the body of a message that is to be split.
 func (s *session) bodyChunk(chunk []byte) {
 	st := &s.split
-	if !st.enabled || st.skipBody {
+	if !st.enabled {
+		return
+	}
+	st.size += int64(len(chunk))
+	if st.skipBody {
 		return
 	}
 	if st.body == nil {
@@ -192,7 +212,7 @@ func (s *session) bodyChunk(chunk []byte) {
 		}
 		st.body = split.NewSpool(s.cfg.Split.StateDir)
 	}
-	if st.headerBytes+st.body.Size()+int64(len(chunk)) > s.cfg.Split.MaxMessageBytes {
+	if st.size > s.cfg.Split.MaxMessageBytes {
 		st.tooBig = true
 	} else if _, err := st.body.Write(chunk); err != nil {
 		st.spoolErr = err
@@ -242,14 +262,15 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 	case d.Delivery != policy.DeliverySplit:
 		// No envelope recipient is a moved To address: a plain hide.
 		return splitResult{edits: d.Edits}, nil
-	case len(d.Copies) > s.cfg.Split.MaxRecipients:
-		return fallback("max_recipients", fmt.Errorf("%d copies, split.max_recipients is %d", len(d.Copies), s.cfg.Split.MaxRecipients))
-	case st.tooBig:
-		return fallback("max_message_bytes", fmt.Errorf("over split.max_message_bytes (%d)", s.cfg.Split.MaxMessageBytes))
+	}
+	// The limits and the Message-ID rule, as `bccguard check` applies
+	// them.
+	if reason, err := split.Feasible(s.cfg.Split, split.Message{Copies: len(d.Copies), Size: st.size, Header: st.header, QueueID: queueID}); reason != "" {
+		return fallback(reason, err)
+	}
+	switch {
 	case st.spoolErr != nil:
 		return fallback("spool", st.spoolErr)
-	case !split.Identifiable(st.header, queueID):
-		return fallback("message_id", errors.New("no Message-ID of the sender's own: a retry could not be told from a new message"))
 	case s.server.isStopping():
 		return fallback("shutdown", errStopped)
 	}
@@ -277,7 +298,7 @@ func (s *session) carryOutSplit(m gomilter.Modifier, queueID string, d policy.De
 		Body:   body,
 	}
 	sp := &split.Splitter{Store: store, Reinject: reinject.Options{Address: s.cfg.Reinject.Address, Timeout: s.cfg.Reinject.Timeout}}
-	ctx, cancel := context.WithTimeout(context.Background(), splitBudget(s.cfg.Split.MaxRecipients))
+	ctx, cancel := context.WithTimeout(context.Background(), splitBudget(s.cfg.Split.MaxRecipients, sp.Reinject.CommandTimeout()))
 	defer cancel()
 	out := sp.Run(ctx, job, func() error {
 		// Stop handing over copies once the daemon is stopping or the

@@ -201,16 +201,26 @@ func TestSplitNeedsTheSendersMessageID(t *testing.T) {
 
 // TestSplitBudgetUnderAMinute: with the default split.max_recipients the
 // split ends before a mail client gives up waiting for its DATA answer
-// (Outlook: 60 s); a larger limit gets more time, up to 4 minutes.
+// (Outlook: 60 s); a larger limit gets more time, up to 4 minutes with a
+// last slow reply (reinject.timeout past the budget). Every budget leaves
+// time to start a copy: one is started only with reinject.timeout left.
 func TestSplitBudgetUnderAMinute(t *testing.T) {
-	if b := splitBudget(100); b != 45*time.Second {
+	const timeout = 30 * time.Second // reinject.timeout's default
+	if b := splitBudget(100, timeout); b != 45*time.Second {
 		t.Errorf("budget for 100 copies %v, want 45s", b)
 	}
-	if b := splitBudget(10); b >= splitBudget(100) {
-		t.Errorf("budget for 10 copies %v: not less than for 100", b)
+	if b := splitBudget(50, timeout); b >= splitBudget(100, timeout) {
+		t.Errorf("budget for 50 copies %v: not less than for 100", b)
 	}
-	if b := splitBudget(10000); b != 4*time.Minute {
-		t.Errorf("budget for 10000 copies %v, want the 4 minute cap", b)
+	if b := splitBudget(10000, timeout); b+timeout != 4*time.Minute {
+		t.Errorf("budget for 10000 copies %v: with a last reply, not the 4 minute cap", b)
+	}
+	for _, to := range []time.Duration{time.Second, timeout, time.Minute} {
+		for _, n := range []int{1, 5, 100, 10000} {
+			if b := splitBudget(n, to); b < to+5*time.Second || b+to > 4*time.Minute {
+				t.Errorf("budget for %d copies with reinject.timeout %v: %v", n, to, b)
+			}
+		}
 	}
 }
 
@@ -315,5 +325,37 @@ func TestSplitNegotiatesBodyChunksWithinThePacketLimit(t *testing.T) {
 	}
 	if protocol&(mds256K|mds1M) != 0 {
 		t.Fatalf("negotiated body chunks over 64 KiB (protocol %#x)", protocol)
+	}
+}
+
+// TestSplitSizeAsFeasibleCountsIt: the daemon counts a message against
+// split.max_message_bytes as split.FieldSize and split.BodySize do, which
+// is what `bccguard check` counts: at the limit it splits, one byte over
+// it hides (reason max_message_bytes).
+func TestSplitSizeAsFeasibleCountsIt(t *testing.T) {
+	sink := postfixtest.StartSink(t)
+	addr, p, srv := startServer(t, cityPolicy(t, nil))
+	header := [][2]string{{"From", "staff@city.example.jp"}, {"To", "a@ext.example,\r\n b@ext.example"}, {"Message-ID", "<size@city.example.jp>"}}
+	size := split.BodySize([]byte("body\n")) // miltertest's body
+	for _, f := range header {
+		size += split.FieldSize(f[0], f[1])
+	}
+	for i, limit := range []int64{size - 1, size} {
+		snap := splitSnapshot(t, sink.Addr())
+		snap.Split.MaxMessageBytes = limit
+		p.Store(snap)
+		s := miltertest.Dial(t, "tcp", addr)
+		mods, act := s.Send(t, miltertest.Message{Sender: "staff@city.example.jp", QueueID: fmt.Sprintf("QS%d", i),
+			Rcpts: []string{"a@ext.example", "b@ext.example", "bcc@ext.example"}, Header: header})
+		got := strings.Join(modStrings(mods), "\n")
+		if split := strings.Contains(got, "DelRcpt"); act.Type != gomilter.ActionAccept || split != (limit == size) {
+			t.Errorf("max_message_bytes %d, message %d bytes: %v\n%s", limit, size, act, got)
+		}
+	}
+	if got := scrape(t, srv); !strings.Contains(got, `bccguard_split_fallbacks_total{reason="max_message_bytes"} 1`+"\n") {
+		t.Errorf("metrics:\n%s", got)
+	}
+	if got := copies(sink); len(got) != 2 {
+		t.Errorf("copies %v, want the two of the message at the limit", got)
 	}
 }

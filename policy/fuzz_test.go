@@ -50,6 +50,8 @@ var seeds = []string{
 	"alice, bob <b>, Team: carol;",
 	"x%ext.example@city.example.jp, ext.example!y@city.example.jp",
 	"=?UTF-8?Q?b=40ext2.example.org?= <a@ext.example>",
+	// A long Japanese name folded over adjacent encoded-words (one run).
+	"=?ISO-2022-JP?B?GyRCOzNFRBsoQg==?=\r\n =?ISO-2022-JP?B?GyRCQkBPOiRAGyhC?= <a@ext.example>",
 }
 
 func init() {

@@ -40,6 +40,31 @@ var leakCases = []leakCase{
 		[]string{"a@city.example.jp", "b@ext2.example.org"}, 1},
 	{"encoded-word in a comment", "a@city.example.jp (=?UTF-8?Q?b=40ext2.example.org?=)",
 		[]string{"a@city.example.jp", "b@ext2.example.org"}, 1},
+	// RFC 2047 6.2: adjacent encoded-words, separated by blanks or folds
+	// or by nothing, are decoded as one text; an address cut across them
+	// is shown whole (found by an audit: each word was decoded alone).
+	{"address cut across adjacent encoded-words", "=?UTF-8?Q?b?= =?UTF-8?Q?=40ext2.example.org?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"address cut across folded ISO-2022-JP B words", "=?ISO-2022-JP?B?GyRCOzNFRBsoQiBi?=\r\n =?ISO-2022-JP?B?QGV4dDIuZXhhbXBsZS5vcmc=?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"address cut after the @ across encoded-words", "=?UTF-8?Q?b=40?= =?UTF-8?Q?ext2.example.org?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"address cut across glued encoded-words", "=?UTF-8?Q?b?==?UTF-8?Q?=40ext2.example.org?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"address cut across encoded-words in a comment", "(=?UTF-8?Q?b?= =?UTF-8?Q?=40ext2.example.org?=) a@ext1.example.com",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"address cut across encoded-words in a quoted string", `"=?UTF-8?B?Yg==?= =?UTF-8?B?QGV4dDIuZXhhbXBsZS5vcmc=?=" <a@ext1.example.com>`,
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	// A character cut across two words of one charset: clients that join
+	// the bytes before converting show it; either reading counts.
+	{"full-width at cut across UTF-8 words", "=?UTF-8?Q?b=EF?= =?UTF-8?Q?=BC=A0ext2.example.org?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"full-width at cut across Shift_JIS words", "=?Shift_JIS?Q?b=81?= =?Shift_JIS?Q?=97ext2.example.org?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"full-width at cut across Shift_JIS words after a UTF-8 word", "=?UTF-8?Q?b?= =?Shift_JIS?Q?=81?= =?Shift_JIS?Q?=97ext2.example.org?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"ISO-2022-JP escape carried into the next word", "=?ISO-2022-JP?B?YhskQg==?= =?ISO-2022-JP?B?IXcbKEJleHQyLmV4YW1wbGUub3Jn?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
 	// Obsolete syntax: blanks, folds and comments between the parts.
 	{"blank before @", "a@ext1.example.com, b @ext2.example.com",
 		[]string{"a@ext1.example.com", "b@ext2.example.com"}, 2},
@@ -277,6 +302,11 @@ func TestCountDomains(t *testing.T) {
 		// mailbox's own are both organizations a reader sees.
 		{"routed through another organization", "x%partner.example@other.example, a@partner.example", Convert},
 		{"one routed address alone", "x%partner.example@other.example", Pass},
+		// An own domain that only relays to a partner is no second
+		// organization (audit of issue 10; docs/configuration.md).
+		{"routed through the own domain to the partner", "x%partner.example@city.example.jp, y@partner.example", Pass},
+		{"bang path through the own domain to the partner", "partner.example!x@city.example.jp, y@partner.example", Pass},
+		{"routed through the own domain to another organization", "x%other.example@city.example.jp, y@partner.example", Convert},
 		// Finding 2: Outlook's quoted copy of the address is no second
 		// organization.
 		{"Outlook's quoted name of a partner", `"'a@partner.example'" <a@partner.example>, b@partner.example`, Pass},
@@ -358,6 +388,8 @@ func TestJapaneseNamesStayOnTheFastPath(t *testing.T) {
 	for _, v := range []string{
 		"=?ISO-2022-JP?B?GyRCOzNFRCRAGyhC?= <a@ext.example>, b@city.example.jp",
 		"=?Shift_JIS?B?jlKTY4FAl2w=?= <a@ext.example>, b@city.example.jp",
+		// A long name folded over adjacent words, read as one run.
+		"=?ISO-2022-JP?B?GyRCOzNFRBsoQg==?=\r\n =?ISO-2022-JP?B?GyRCQkBPOiRAGyhC?= <a@ext.example>, b@city.example.jp",
 	} {
 		if addrs, ok := scanList(v); !ok || len(addrs) != 2 {
 			t.Errorf("%q: fast path %v, %d addresses", v, ok, len(addrs))

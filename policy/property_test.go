@@ -90,6 +90,52 @@ func namedField(b []byte) string {
 	}
 }
 
+// cutField writes a name that holds an outside address, cut at a byte
+// chosen by b across two adjacent encoded-words (RFC 2047 6.2: a client
+// joins them), with an internal address: in a display name, a quoted
+// string or a comment, Q- or B-encoded, the words separated by a blank, a
+// fold or nothing. It returns the field and the outside address.
+func cutField(b []byte) (string, string) {
+	pick := func(k int) int {
+		if len(b) == 0 {
+			return 0
+		}
+		return int(b[k%len(b)])
+	}
+	a := "taro.yamada@ext.example"
+	name := namePunctuation[pick(0)%len(namePunctuation)] + a
+	cut := 1 + pick(1)%(len(name)-1)
+	word := func(s string) string {
+		if pick(2)%2 == 0 {
+			return "=?UTF-8?B?" + base64.StdEncoding.EncodeToString([]byte(s)) + "?="
+		}
+		var q strings.Builder
+		for i := 0; i < len(s); i++ {
+			fmt.Fprintf(&q, "=%02X", s[i])
+		}
+		return "=?UTF-8?Q?" + q.String() + "?="
+	}
+	words := word(name[:cut]) + []string{" ", "\r\n ", "\t", "", "  "}[pick(3)%5] + word(name[cut:])
+	switch pick(4) % 3 {
+	case 0:
+		return words + " <staff@city.example.jp>", a
+	case 1:
+		return `"` + words + `" <staff@city.example.jp>`, a
+	default:
+		return "staff@city.example.jp (" + words + ")", a
+	}
+}
+
+func checkCut(t *testing.T, b []byte) {
+	v, a := cutField(b)
+	for _, c := range ParseAddressField(v).Addrs {
+		if c.key() == a {
+			return
+		}
+	}
+	t.Fatalf("%q: %s not counted", v, a)
+}
+
 func checkJoined(t *testing.T, b []byte, n int) {
 	v, _ := joinedField(b, n)
 	// Each is counted, as itself or with text a reader may take for more
@@ -151,6 +197,19 @@ func TestNamedAddressCountedOnce(t *testing.T) {
 	}
 }
 
+// TestCutAddressCounted: an address cut across two encoded-words at every
+// byte, in every form.
+func TestCutAddressCounted(t *testing.T) {
+	a := "taro.yamada@ext.example"
+	for p := range namePunctuation {
+		for cut := range len(namePunctuation[p]) + len(a) - 1 {
+			for form := range 30 {
+				checkCut(t, []byte{byte(p), byte(cut), byte(form % 2), byte(form % 5), byte(form % 3)})
+			}
+		}
+	}
+}
+
 // FuzzVisibleProperty explores the same properties with the fuzzer's
 // choices.
 func FuzzVisibleProperty(f *testing.F) {
@@ -159,5 +218,6 @@ func FuzzVisibleProperty(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, n uint8) {
 		checkJoined(t, b, 2+int(n%11))
 		checkNamed(t, b)
+		checkCut(t, b)
 	})
 }

@@ -5,10 +5,18 @@
 // A message counts as handed over only when Postfix answered 250 to the end
 // of its DATA: from then on the message is in Postfix's queue. Anything else
 // (a refused command, a timeout, a lost connection) leaves it with the
-// caller, who must deliver it another way. A connection lost after the final
-// dot but before the reply is the one ambiguous case: Postfix may have
-// queued the message; the Result says "not handed over", so the caller errs
-// towards a second copy rather than none.
+// caller, who must deliver it another way.
+//
+// Postfix's smtpd commits the message to its queue when it has read the
+// final dot, before it writes the 250 (smtpd.c data_cmd: mail_stream_finish
+// waits for cleanup's fsync'd queue file, then "250 2.0.0 Ok: queued as"),
+// and it does not undo that when the client is gone. So once the dot is
+// sent, giving up is what makes two messages: the reply to the dot is
+// always waited for, for Options.Timeout, even past the caller's context.
+// A reply that is lost after all (Postfix stalled past the timeout, the
+// connection broke) is the one ambiguous case left: Postfix may have
+// queued the message; the Result says "not handed over", so the caller
+// errs towards a second copy rather than none.
 //
 // Several transactions go over one connection (RSET after a refused one);
 // go-smtp's client does not pipeline, so each command waits for its reply.
@@ -21,6 +29,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -42,6 +51,15 @@ type Options struct {
 	Timeout time.Duration
 	// HeloName is the name given in EHLO; "" means "localhost".
 	HeloName string
+}
+
+// CommandTimeout is Timeout, or DefaultTimeout when that is zero: how
+// long one command may take, and so the least time one message needs.
+func (o Options) CommandTimeout() time.Duration {
+	if o.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return o.Timeout
 }
 
 // Mail holds the envelope sender and the MAIL FROM parameters.
@@ -108,7 +126,8 @@ type Result struct {
 // Send hands every transaction over, in order, over one connection. It
 // returns one Result per transaction. A transaction that Postfix refuses
 // is reset and the next one goes on; after a connection failure the
-// remaining transactions fail with that error. ctx bounds the whole call.
+// remaining transactions fail with that error. ctx bounds the whole call,
+// except the wait for the reply to a final dot already sent (Dial).
 func Send(ctx context.Context, opts Options, txs []Transaction) []Result {
 	results := make([]Result, len(txs))
 	c, err := Dial(ctx, opts)
@@ -137,32 +156,50 @@ type Client struct {
 	smtp   *smtp.Client
 	stop   func() bool
 	broken error // set once the connection is unusable
+	// limit is ctx's deadline (zero: none).
+	limit time.Time
+	// mu guards afterDot and ended, shared with the context.AfterFunc
+	// that closes the connection when ctx ends.
+	mu sync.Mutex
+	// afterDot is set while the final dot is written and its reply is
+	// awaited: ctx's end then leaves the connection open.
+	afterDot bool
+	// ended is set once ctx has ended.
+	ended bool
 }
 
-// Dial connects, reads the greeting and says EHLO. ctx bounds the whole
-// life of the connection: when it ends, the connection is closed.
+// Dial connects, reads the greeting and says EHLO. ctx bounds the life of
+// the connection: when it ends, the connection is closed, and a message
+// not yet ended with its final dot is abandoned (Postfix discards it). A
+// final dot is sent only while ctx lasts; its reply is then waited for,
+// for opts.Timeout, even past ctx's end (see the package comment).
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	network, address, err := config.ParseListen(opts.Address)
 	if err != nil {
 		return nil, fmt.Errorf("reinject: address: %w", err)
 	}
-	timeout := opts.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := opts.CommandTimeout()
 	d := net.Dialer{Timeout: timeout}
 	raw, err := d.DialContext(ctx, network, address)
 	if err != nil {
 		return nil, fmt.Errorf("reinject: connect to %s: %w", opts.Address, err)
 	}
 	conn := &timeoutConn{Conn: raw, timeout: timeout}
-	conn.limit, _ = ctx.Deadline()
 	c := &Client{ctx: ctx, conn: conn, smtp: smtp.NewClient(conn)}
+	c.limit, _ = ctx.Deadline()
+	conn.limit = c.limit
 	c.smtp.CommandTimeout = timeout
 	c.smtp.SubmissionTimeout = timeout
 	// Cancelling ctx closes the connection, which ends any blocked read or
-	// write at once.
-	c.stop = context.AfterFunc(ctx, func() { raw.Close() })
+	// write at once; unless a final dot is out (endData).
+	c.stop = context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.ended = true
+		if !c.afterDot {
+			raw.Close()
+		}
+	})
 	helo := opts.HeloName
 	if helo == "" {
 		helo = "localhost"
@@ -221,11 +258,53 @@ func (c *Client) Send(tx *Transaction) Result {
 		c.conn.Conn.Close()
 		return Result{Err: c.broken}
 	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
+	resp, dotSent, err := c.endData(w)
+	var se *smtp.SMTPError
+	switch {
+	case err == nil:
+		return Result{HandedOver: true, QueueID: queueID(resp.StatusText)}
+	case !dotSent || errors.As(err, &se):
 		return fail("end of DATA", err)
 	}
-	return Result{HandedOver: true, QueueID: queueID(resp.StatusText)}
+	// Not ctx's doing (it no longer closes the connection once the dot
+	// is out): the reply took over the per-command timeout, or the
+	// connection broke.
+	c.broken = fmt.Errorf("reinject: reply to the final dot, lost (Postfix may have queued the message): %w", err)
+	c.conn.Conn.Close()
+	return Result{Err: c.broken}
+}
+
+// endData sends the final dot, if ctx has not ended, and reads its reply
+// for the per-command timeout, whatever ctx says meanwhile: Postfix queues
+// the message once it has the dot, so a reply cut by ctx would leave a
+// message in Postfix's queue that the caller thinks was not handed over
+// (a recipient with two copies). ctx's end is acted on after the reply.
+// dotSent is false when ctx had ended before: then nothing was sent and
+// the connection is closed, so that Postfix discards the message.
+func (c *Client) endData(w *smtp.DataCommand) (resp *smtp.DataResponse, dotSent bool, err error) {
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		c.conn.Conn.Close()
+		return nil, false, errors.New("the final dot not sent")
+	}
+	c.afterDot = true
+	c.conn.limit = time.Time{}
+	c.mu.Unlock()
+	resp, err = w.CloseWithResponse()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.afterDot = false
+	c.conn.limit = c.limit
+	if c.ended {
+		// What the AfterFunc left undone: the next transaction is not
+		// started.
+		c.conn.Conn.Close()
+		if err == nil {
+			c.broken = fmt.Errorf("reinject: %w", context.Cause(c.ctx))
+		}
+	}
+	return resp, true, err
 }
 
 // Close says QUIT (briefly) and closes the connection.

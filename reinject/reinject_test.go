@@ -25,7 +25,10 @@ type received struct {
 
 // testServer is a go-smtp server on 127.0.0.1:0 that records what it gets.
 // It refuses recipients starting with "refuse", messages containing
-// "REFUSE-DATA", and stalls on messages containing "STALL".
+// "REFUSE-DATA", stalls for 2 s before its reply to a recipient starting
+// with "stall" and to the final dot of a message containing "STALL", and
+// holds its reply to the final dot of a message containing "SLOWDOT" for
+// 800 ms.
 type testServer struct {
 	addr  string
 	mu    sync.Mutex
@@ -79,6 +82,9 @@ func (s *testSession) Rcpt(to string, o *smtp.RcptOptions) error {
 	if strings.HasPrefix(to, "refuse") {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
 	}
+	if strings.HasPrefix(to, "stall") {
+		time.Sleep(2 * time.Second)
+	}
 	s.cur.rcpts = append(s.cur.rcpts, to)
 	if o != nil {
 		s.cur.ropts = append(s.cur.ropts, *o)
@@ -93,6 +99,9 @@ func (s *testSession) Data(r io.Reader) error {
 	}
 	if strings.Contains(string(b), "STALL") {
 		time.Sleep(2 * time.Second)
+	}
+	if strings.Contains(string(b), "SLOWDOT") {
+		time.Sleep(800 * time.Millisecond)
 	}
 	if strings.Contains(string(b), "REFUSE-DATA") {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "content refused"}
@@ -199,12 +208,14 @@ func TestATimeoutIsNotAHandOver(t *testing.T) {
 	}
 }
 
-func TestTheContextDeadlineBoundsEverything(t *testing.T) {
+// TestTheContextDeadlineBoundsEverythingBeforeTheDot: a transaction whose
+// final dot was not sent when ctx ends is abandoned (Postfix discards it).
+func TestTheContextDeadlineBoundsEverythingBeforeTheDot(t *testing.T) {
 	ts := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	res := Send(ctx, Options{Address: "inet:" + ts.addr, Timeout: time.Minute},
-		[]Transaction{tx("a@example.org", "Subject: 1\n\nSTALL\n", Rcpt{Addr: "one@example.com"})})
+		[]Transaction{tx("a@example.org", "Subject: 1\n\none\n", Rcpt{Addr: "stall@example.com"})})
 	if res[0].HandedOver || res[0].Err == nil {
 		t.Fatalf("%+v, want a failure", res[0])
 	}
@@ -212,6 +223,36 @@ func TestTheContextDeadlineBoundsEverything(t *testing.T) {
 	// message through) nor the minute of Options.Timeout.
 	if !errors.Is(res[0].Err, context.DeadlineExceeded) {
 		t.Errorf("error %v, want the context's deadline", res[0].Err)
+	}
+	time.Sleep(2500 * time.Millisecond) // past the server's stall
+	if got := ts.received(); len(got) != 0 {
+		t.Errorf("server got %d messages, want none", len(got))
+	}
+}
+
+// TestTheReplyToTheDotOutlivesTheContext: once the final dot is sent,
+// Postfix has queued the message (it commits before it writes 250), so
+// the reply is waited for on the per-command timeout even when ctx ends
+// meanwhile, and the message counts as handed over. Cutting it at ctx's
+// end would leave it in Postfix's queue while the caller keeps its
+// recipient on the original: two messages. The transaction after it is
+// not started.
+func TestTheReplyToTheDotOutlivesTheContext(t *testing.T) {
+	ts := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	res := Send(ctx, Options{Address: "inet:" + ts.addr, Timeout: 5 * time.Second}, []Transaction{
+		tx("a@example.org", "Subject: 1\n\nSLOWDOT\n", Rcpt{Addr: "one@example.com"}),
+		tx("a@example.org", "Subject: 2\n\ntwo\n", Rcpt{Addr: "two@example.com"}),
+	})
+	if !res[0].HandedOver || res[0].Err != nil {
+		t.Errorf("the copy Postfix queued: %+v, want handed over", res[0])
+	}
+	if res[1].HandedOver || !errors.Is(res[1].Err, context.DeadlineExceeded) {
+		t.Errorf("the transaction after the deadline: %+v, want not started", res[1])
+	}
+	if got := ts.received(); len(got) != 1 || got[0].rcpts[0] != "one@example.com" {
+		t.Errorf("server got %+v, want only the first", got)
 	}
 }
 

@@ -5,7 +5,13 @@
 //
 // The record is keyed by a digest of the envelope sender, the header and
 // the body (Digest) and by recipient, and written (fsync'd by bbolt) right
-// after Postfix's 250 to the copy's DATA. The one window left is a crash
+// after Postfix's 250 to the copy's DATA. One window left is a crash
 // between that 250 and the end of the record's commit: the retry then
-// sends that recipient a second copy (docs/reliability.md has the figure).
+// sends that recipient a second copy. The other is a reply to a final dot
+// that never arrives within reinject.timeout although Postfix queued the
+// copy: its recipient also stays on the original. The split's deadline
+// does not cause that (Run). docs/reliability.md has the figures.
+//
+// Feasible holds the checks made before any copy, shared with
+// `bccguard check`.
 package split

@@ -112,12 +112,17 @@ func TestDigestIgnoresWhatChangesOnRetry(t *testing.T) {
 }
 
 // smtpServer records the recipients of what it accepts and refuses
-// recipients starting with "refuse".
+// recipients starting with "refuse". rcptHook, when set, runs before the
+// reply to each RCPT, dataHook after the message is read and before the
+// reply to its final dot.
 type smtpServer struct {
-	addr  string
-	mu    sync.Mutex
-	rcpts []string
-	data  []string
+	addr     string
+	mu       sync.Mutex
+	mails    int // MAIL commands: transactions started
+	rcpts    []string
+	data     []string
+	rcptHook func(to string)
+	dataHook func()
 }
 
 type smtpSession struct {
@@ -125,10 +130,18 @@ type smtpSession struct {
 	rcpt string
 }
 
-func (ss *smtpSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (ss *smtpSession) Mail(string, *smtp.MailOptions) error {
+	ss.s.mu.Lock()
+	ss.s.mails++
+	ss.s.mu.Unlock()
+	return nil
+}
 func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if strings.HasPrefix(to, "refuse") {
 		return &smtp.SMTPError{Code: 550, Message: "no"}
+	}
+	if ss.s.rcptHook != nil {
+		ss.s.rcptHook(to)
 	}
 	ss.rcpt = to
 	return nil
@@ -137,6 +150,9 @@ func (ss *smtpSession) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err // cut before the final dot: not accepted
+	}
+	if ss.s.dataHook != nil {
+		ss.s.dataHook()
 	}
 	ss.s.mu.Lock()
 	ss.s.rcpts = append(ss.s.rcpts, ss.rcpt)
@@ -343,5 +359,112 @@ func TestRunFindsRecordsWhateverTheSpelling(t *testing.T) {
 	}
 	if out := sp.Run(context.Background(), job("tanaka@日本.example"), nil); out.Sent != 0 || out.Before != 1 {
 		t.Errorf("retry in the Unicode form: %+v (a second copy)", out)
+	}
+}
+
+// timedJob is a job of one copy per recipient, on srv and a fresh store.
+func timedJob(t *testing.T, srv *smtpServer, timeout time.Duration, rcpts ...string) (*Splitter, *Job) {
+	t.Helper()
+	store, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	var copies []policy.Copy
+	for _, r := range rcpts {
+		copies = append(copies, policy.Copy{Rcpts: []string{r}, To: r})
+	}
+	body := NewSpool(t.TempDir())
+	body.Write([]byte("body\r\n"))
+	job := &Job{Digest: Digest{13}, Mail: reinject.Mail{From: "s@city.example"}, Header: []policy.Field{{Name: "To", Value: rcpts[0]}},
+		Copies: copies, Body: body, Rcpt: func(a string) reinject.Rcpt { return reinject.Rcpt{Addr: a} }}
+	return &Splitter{Store: store, Reinject: reinject.Options{Address: "inet:" + srv.addr, Timeout: timeout}}, job
+}
+
+// TestRunWaitsForTheReplyToADotPastItsDeadline: Postfix answers a copy's
+// final dot after the split's deadline (slow before the dot, then slow to
+// answer it), within reinject.timeout. Postfix has queued the copy, so it
+// counts as handed over and is recorded: giving up at the deadline left
+// its recipient on the original too (two messages). No copy is started
+// after it.
+func TestRunWaitsForTheReplyToADotPastItsDeadline(t *testing.T) {
+	srv := startSMTP(t)
+	const timeout = 2 * time.Second
+	deadline := time.Now().Add(timeout + 500*time.Millisecond)
+	// The copy starts with 2.5 s left (enough for one: 2 s); its RCPT is
+	// answered 1 s before the deadline, its dot 200 ms after it.
+	srv.rcptHook = func(string) { time.Sleep(time.Until(deadline.Add(-time.Second))) }
+	srv.dataHook = func() { time.Sleep(time.Until(deadline.Add(200 * time.Millisecond))) }
+	sp, job := timedJob(t, srv, timeout, "a@x.example", "b@x.example")
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	out := sp.Run(ctx, job, nil)
+	if !out.HandedOver[0] || out.Sent != 1 {
+		t.Errorf("the copy Postfix queued after the deadline: %+v, want handed over", out)
+	}
+	if out.HandedOver[1] || out.Failed != 1 {
+		t.Errorf("the copy after the deadline: %+v, want not handed over", out)
+	}
+	if got, _ := sp.Store.HandedOver(job.Digest); len(got) != 1 || !got["a@x.example"] {
+		t.Errorf("records %v, want a@x.example's", got)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.mails != 1 || len(srv.rcpts) != 1 || srv.rcpts[0] != "a@x.example" {
+		t.Errorf("server: %d transactions started, accepted %q; want only a@x.example's", srv.mails, srv.rcpts)
+	}
+}
+
+// TestRunStartsNoCopyWithoutTimeForIt: a copy is started only while at
+// least reinject.timeout is left before the split's deadline, so that the
+// deadline does not fall after a copy's final dot. Not at all when the
+// split begins with less; not a second one after a slow first.
+func TestRunStartsNoCopyWithoutTimeForIt(t *testing.T) {
+	t.Run("none at the start", func(t *testing.T) {
+		srv := startSMTP(t)
+		sp, job := timedJob(t, srv, 5*time.Second, "a@x.example", "b@x.example")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		out := sp.Run(ctx, job, nil)
+		if out.Sent != 0 || out.Failed != 2 || !errors.Is(out.Err, ErrNoTime) {
+			t.Errorf("outcome %+v, want no copy for lack of time", out)
+		}
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if srv.mails != 0 {
+			t.Errorf("%d transactions started", srv.mails)
+		}
+	})
+	t.Run("none after a slow one", func(t *testing.T) {
+		srv := startSMTP(t)
+		// 1.6 s for copies that may each take 1 s: the first starts,
+		// takes 0.8 s, and leaves too little for the second.
+		srv.rcptHook = func(to string) {
+			if to == "a@x.example" {
+				time.Sleep(800 * time.Millisecond)
+			}
+		}
+		sp, job := timedJob(t, srv, time.Second, "a@x.example", "b@x.example")
+		ctx, cancel := context.WithTimeout(context.Background(), 1600*time.Millisecond)
+		defer cancel()
+		out := sp.Run(ctx, job, nil)
+		if out.Sent != 1 || !out.HandedOver[0] || out.Failed != 1 || !errors.Is(out.Err, ErrNoTime) {
+			t.Errorf("outcome %+v, want the first copy only", out)
+		}
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if srv.mails != 1 {
+			t.Errorf("%d transactions started, want 1", srv.mails)
+		}
+	})
+}
+
+// TestBodySizeCountsCRLF: a body read from a file counts as Postfix hands
+// it to the milter, every line ended with CRLF (the last one too).
+func TestBodySizeCountsCRLF(t *testing.T) {
+	for body, want := range map[string]int64{"": 0, "a\r\nbc\r\n": 7, "a\nbc\n": 7, "a\nbc": 7, "\n\n": 4} {
+		if got := BodySize([]byte(body)); got != want {
+			t.Errorf("BodySize(%q) = %d, want %d", body, got, want)
+		}
 	}
 }

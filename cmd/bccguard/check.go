@@ -12,6 +12,7 @@ import (
 
 	"github.com/bccguard/bccguard/config"
 	"github.com/bccguard/bccguard/policy"
+	"github.com/bccguard/bccguard/split"
 )
 
 // checkResult is the --json output of `bccguard check`.
@@ -35,6 +36,12 @@ type checkResult struct {
 	Delivery string `json:"delivery"`
 	// Copies is the number of copies a split makes (or would make).
 	Copies int `json:"copies"`
+	// SplitFallback says why a conversion the rule wants split is
+	// hidden instead (max_recipients, max_message_bytes, message_id);
+	// Delivery is then hide and Copies 0, as in the daemon's audit.
+	SplitFallback string `json:"split_fallback,omitempty"`
+	// splitWhy is SplitFallback's detail, for the text output.
+	splitWhy string
 	// copies are the recipients and the To each copy shows, for the text
 	// output.
 	copies []policy.Copy
@@ -87,7 +94,7 @@ func newCheckCmd() *cobra.Command {
 			if len(rcpts) == 0 {
 				rcpts = envelopeRecipients(header)
 			}
-			r := decide(c.Policy, from, rcpts, header)
+			r := decide(c, from, rcpts, header, bodySize(raw))
 			r.SenderSource = source
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -106,9 +113,11 @@ func newCheckCmd() *cobra.Command {
 	return cmd
 }
 
-// decide runs the same policy.Decide the daemon runs and shapes the
-// outcome for printing.
-func decide(p *policy.Config, from string, rcpts []string, header []policy.Field) checkResult {
+// decide runs the same policy.Decide the daemon runs, and for a split the
+// same split.Feasible (the limits and the Message-ID rule; the queue id is
+// not known here), and shapes the outcome for printing. bodySize is the
+// body as split.BodySize counts it.
+func decide(cfg *config.Config, from string, rcpts []string, header []policy.Field, bodySize int64) checkResult {
 	// The fields reach the policy through the same Collector the milter
 	// session uses, so that its limits apply here too.
 	var c policy.Collector
@@ -117,7 +126,20 @@ func decide(p *policy.Config, from string, rcpts []string, header []policy.Field
 	}
 	m := c.Message(from)
 	m.Recipients = rcpts
-	d := policy.Decide(p, m)
+	d := policy.Decide(cfg.Policy, m)
+	var fallback string
+	var why error
+	if d.Delivery == policy.DeliverySplit {
+		size := bodySize
+		for _, f := range header {
+			size += split.FieldSize(f.Name, f.Value)
+		}
+		fallback, why = split.Feasible(cfg.Split, split.Message{Copies: len(d.Copies), Size: size, Header: header})
+		if fallback != "" {
+			// The daemon hides it: every recipient gets the original.
+			d.Delivery, d.Copies = policy.DeliveryHide, nil
+		}
+	}
 	edits := d.Edits
 	if d.Delivery == policy.DeliverySplit {
 		// What the remaining recipients get when every copy was handed
@@ -129,24 +151,51 @@ func decide(p *policy.Config, from string, rcpts []string, header []policy.Field
 		rcpts = []string{}
 	}
 	return checkResult{
-		Action:       d.Action.String(),
-		DryRun:       d.DryRun,
-		Reason:       d.Reason,
-		Sender:       from,
-		SenderDomain: d.SenderDomain,
-		Rule:         d.Rule,
-		ToTotal:      d.ToTotal,
-		ToExternal:   d.ToExternal,
-		CcTotal:      d.CcTotal,
-		CcExternal:   d.CcExternal,
-		Moved:        d.Moved,
-		Parse:        string(d.Parse),
-		Recipients:   rcpts,
-		Headers:      policy.FormatHeader(out),
-		Delivery:     string(d.Delivery),
-		Copies:       len(d.Copies),
-		copies:       d.Copies,
+		Action:        d.Action.String(),
+		DryRun:        d.DryRun,
+		Reason:        d.Reason,
+		Sender:        from,
+		SenderDomain:  d.SenderDomain,
+		Rule:          d.Rule,
+		ToTotal:       d.ToTotal,
+		ToExternal:    d.ToExternal,
+		CcTotal:       d.CcTotal,
+		CcExternal:    d.CcExternal,
+		Moved:         d.Moved,
+		Parse:         string(d.Parse),
+		Recipients:    rcpts,
+		Headers:       policy.FormatHeader(out),
+		Delivery:      string(d.Delivery),
+		Copies:        len(d.Copies),
+		SplitFallback: fallback,
+		splitWhy:      errString(why),
+		copies:        d.Copies,
 	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// bodySize is the size of the body of raw (what follows the first empty
+// line, as policy.ReadHeader reads it), as split.BodySize counts it.
+func bodySize(raw []byte) int64 {
+	for len(raw) > 0 {
+		line := raw
+		i := bytes.IndexByte(raw, '\n')
+		if i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if len(bytes.TrimRight(line, "\r")) == 0 {
+			return split.BodySize(raw)
+		}
+	}
+	return 0
 }
 
 // dropBcc removes the fields Postfix removes before delivery
@@ -313,7 +362,9 @@ func printResult(w io.Writer, r checkResult) {
 			fmt.Fprintf(w, "recipients: the original below goes to %d: %s\n", len(rest), strings.Join(rest, ", "))
 		}
 	} else {
-		if r.Delivery != "" {
+		if r.SplitFallback != "" {
+			fmt.Fprintf(w, "delivery:   the rule says split; would hide instead: %s (%s)\n", r.SplitFallback, r.splitWhy)
+		} else if r.Delivery != "" {
 			fmt.Fprintf(w, "delivery:   %s\n", r.Delivery)
 		}
 		fmt.Fprintf(w, "recipients: %d on the envelope, unchanged: %s\n", len(r.Recipients), strings.Join(r.Recipients, ", "))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,9 +139,12 @@ func TestAuditHash(t *testing.T) {
 
 func TestCheckShowsCopies(t *testing.T) {
 	dir := t.TempDir()
-	cfg := writeConfig(t, "internal_domains: [city.example.jp]\nreinject:\n  address: inet:127.0.0.1:10026\n"+
-		"policy:\n  delivery: split\nsplit:\n  state_dir: "+dir+"\n")
-	code, out, errOut := runCmd(t, twoExternal, "check", "--config", cfg, "--json", "-")
+	splitConfig := "internal_domains: [city.example.jp]\nreinject:\n  address: inet:127.0.0.1:10026\n" +
+		"policy:\n  delivery: split\nsplit:\n  state_dir: " + dir + "\n"
+	cfg := writeConfig(t, splitConfig)
+	// The daemon splits only a message with its own Message-ID.
+	withID := "Message-ID: <1@city.example.jp>\r\n" + twoExternal
+	code, out, errOut := runCmd(t, withID, "check", "--config", cfg, "--json", "-")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -151,13 +155,53 @@ func TestCheckShowsCopies(t *testing.T) {
 	if r.Delivery != "split" || r.Copies != 2 || !strings.Contains(r.Headers, "X-BCCGuard: split;") {
 		t.Fatalf("result = %+v", r)
 	}
-	code, out, _ = runCmd(t, twoExternal, "check", "--config", cfg, "-")
+	code, out, _ = runCmd(t, withID, "check", "--config", cfg, "-")
 	for _, want := range []string{"split into 2 copies", "  a@ext.example  To: a@ext.example\n", "  b@other.example  To: b@other.example\n",
 		"the original below goes to 2: c@ext.example, hidden@ext.example"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("exit %d, output lacks %q:\n%s", code, want, out)
 		}
 	}
+	// What the daemon checks before it splits (split.Feasible): where
+	// it would hide, check says so, and its JSON is the daemon's audit
+	// (delivery hide, no copies, the fallback reason).
+	// The exact size the daemon counts: each field "Name: value\r\n",
+	// the body with CRLF line endings, here given with LF.
+	lf := strings.ReplaceAll(withID, "\r\n", "\n") + strings.Repeat("0123456789\n", 100)
+	size := int64(len(lf) + strings.Count(lf, "\n") - 2) // CR added to each line but the empty one
+	for _, c := range []struct {
+		name, msg, config, reason string
+	}{
+		{"max_recipients", withID, "  max_recipients: 1\n", "max_recipients (2 copies, split.max_recipients is 1)"},
+		// The case reported: over max_recipients and no Message-ID.
+		{"max_recipients before message_id", twoExternal, "  max_recipients: 1\n", "max_recipients (2 copies, split.max_recipients is 1)"},
+		{"max_message_bytes", lf, fmt.Sprintf("  max_message_bytes: %d\n", size-1), "max_message_bytes (over split.max_message_bytes"},
+		{"no Message-ID", twoExternal, "", "message_id (no Message-ID of the sender's own"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := writeConfig(t, splitConfig+c.config)
+			code, out, errOut := runCmd(t, c.msg, "check", "--config", cfg, "-")
+			want := "delivery:   the rule says split; would hide instead: " + c.reason
+			if code != 0 || !strings.Contains(out, want) || strings.Contains(out, "delivery:   split into") || strings.Contains(out, "discarded") ||
+				!strings.Contains(out, "recipients: 4 on the envelope, unchanged") || !strings.Contains(out, "To: undisclosed-recipients:;") {
+				t.Errorf("exit %d, want %q:\n%s%s", code, want, out, errOut)
+			}
+			_, out, _ = runCmd(t, c.msg, "check", "--config", cfg, "--json", "-")
+			var r checkResult
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if r.Delivery != "hide" || r.Copies != 0 || r.SplitFallback != strings.Fields(c.reason)[0] || strings.Contains(r.Headers, "X-BCCGuard: split") {
+				t.Errorf("JSON %+v", r)
+			}
+		})
+	}
+	// At the limit exactly: split.
+	cfg = writeConfig(t, splitConfig+fmt.Sprintf("  max_message_bytes: %d\n", size))
+	if _, out, _ = runCmd(t, lf, "check", "--config", cfg, "-"); !strings.Contains(out, "split into 2 copies") {
+		t.Errorf("at max_message_bytes:\n%s", out)
+	}
+
 	// hide: the JSON says so, with no copies.
 	cfg = writeConfig(t, "internal_domains: [city.example.jp]\n")
 	_, out, _ = runCmd(t, twoExternal, "check", "--config", cfg, "--json", "-")
