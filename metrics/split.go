@@ -5,7 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // SplitFallbackReasons are the label values of
 // bccguard_split_fallbacks_total: why a message meant to be split was
 // (wholly or partly) hidden instead.
-var SplitFallbackReasons = []string{"max_recipients", "max_message_bytes", "reinject", "state", "spool", "not_negotiated", "shutdown", "record", "message_id"}
+var SplitFallbackReasons = []string{"max_recipients", "max_message_bytes", "reinject", "state", "spool", "not_negotiated", "shutdown", "record", "message_id", "recipients"}
 
 type splitMetrics struct {
 	copies    prometheus.Counter

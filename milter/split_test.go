@@ -33,7 +33,7 @@ func copies(sink *postfixtest.Sink) map[string]string {
 	return got
 }
 
-func splitSnapshot(t *testing.T, reinjectAddr string) *config.Config {
+func splitSnapshot(t testing.TB, reinjectAddr string) *config.Config {
 	c := snapshot(cityPolicy(t, func(s *policy.Settings) { s.Delivery = policy.DeliverySplit }))
 	c.Reinject = config.Reinject{Address: "inet:" + reinjectAddr, Timeout: 5 * time.Second}
 	c.Split = config.Split{MaxRecipients: 10, MaxMessageBytes: 1 << 20, StateDir: t.TempDir(), Retention: time.Hour}

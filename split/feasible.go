@@ -39,8 +39,8 @@ type Message struct {
 // (Identifiable). The daemon asks before it hands over any copy, and
 // `bccguard check` asks the same, so that check shows what the daemon
 // does. What only the daemon can meet (no split negotiated on the milter
-// connection, records or spool unusable, a shutdown, the reinjection
-// service down) is not asked here.
+// connection, more envelope recipients than it keeps, records or spool
+// unusable, a shutdown, the reinjection service down) is not asked here.
 func Feasible(c config.Split, m Message) (reason string, err error) {
 	switch {
 	case m.Copies > c.MaxRecipients:

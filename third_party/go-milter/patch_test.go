@@ -82,6 +82,27 @@ func TestServer_MacroLimits(t *testing.T) {
 	}
 }
 
+// MAIL and RCPT packets carry a bounded number of ESMTP arguments: a
+// packet of NULs is refused before it is split into strings.
+func TestServer_ESMTPArgLimits(t *testing.T) {
+	for _, code := range []wire.Code{wire.CodeMail, wire.CodeRcpt} {
+		s := &serverSession{macros: newMacroStages()}
+		s.modifier = newModifier(s, modifierStateReadOnly)
+		few := &wire.Message{Code: code, Data: []byte("<a@example.com>\x00SIZE=10\x00BODY=8BITMIME\x00")}
+		if _, err := s.processMsg(NoOpMilter{}, few); err != nil {
+			t.Fatalf("%c with two arguments: %v", code, err)
+		}
+		for _, data := range [][]byte{
+			append([]byte("<a@example.com>\x00"), bytes.Repeat([]byte{0}, maxESMTPArgs+1)...),
+			append([]byte("<a@example.com>\x00"), make([]byte, 1<<20)...),
+		} {
+			if _, err := s.processMsg(NoOpMilter{}, &wire.Message{Code: code, Data: data}); err == nil {
+				t.Fatalf("%c with %d NULs of arguments accepted", code, len(data)-16)
+			}
+		}
+	}
+}
+
 func TestReadPacketMax(t *testing.T) {
 	for _, tt := range []struct {
 		name string

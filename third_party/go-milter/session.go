@@ -24,6 +24,22 @@ const (
 	maxMacroPairs = 128
 )
 
+// maxESMTPArgs bounds the ESMTP arguments of a MAIL or RCPT packet.
+// Postfix passes on what the SMTP client gave, a handful at most (SIZE,
+// BODY, SMTPUTF8, RET, ENVID, AUTH; NOTIFY, ORCPT), and its smtpd refuses
+// a command line over line_length_limit (2048 bytes) anyway.
+const maxESMTPArgs = 64
+
+// esmtpArgs joins the ESMTP arguments of a MAIL or RCPT packet with
+// spaces. The NULs are counted first: a packet of NULs must not become a
+// million strings.
+func esmtpArgs(data []byte) (string, error) {
+	if n := bytes.Count(data, []byte{0}); n > maxESMTPArgs {
+		return "", fmt.Errorf("more than %d ESMTP arguments (%d)", maxESMTPArgs, n)
+	}
+	return strings.Join(wire.DecodeCStrings(data), " "), nil
+}
+
 // serverSession keeps session state during MTA communication
 type serverSession struct {
 	server      *Server
@@ -253,8 +269,11 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 		}
 
 		// the rest of the data are ESMTP arguments, separated by a zero byte.
-		esmtpArgs := strings.Join(wire.DecodeCStrings(data), " ")
-		resp, err := backend.MailFrom(RemoveAngle(from), esmtpArgs, m.modifier.withState(modifierStateProgressOnly))
+		args, err := esmtpArgs(data)
+		if err != nil {
+			return nil, fmt.Errorf("milter: mail: %w", err)
+		}
+		resp, err := backend.MailFrom(RemoveAngle(from), args, m.modifier.withState(modifierStateProgressOnly))
 		return resp, err
 
 	case wire.CodeRcpt:
@@ -268,8 +287,11 @@ func (m *serverSession) processMsg(backend Milter, msg *wire.Message) (*Response
 		}
 
 		// the rest of the data are ESMTP arguments, separated by a zero byte.
-		esmtpArgs := strings.Join(wire.DecodeCStrings(rest), " ")
-		resp, err := backend.RcptTo(RemoveAngle(to), esmtpArgs, m.modifier.withState(modifierStateProgressOnly))
+		args, err := esmtpArgs(rest)
+		if err != nil {
+			return nil, fmt.Errorf("milter: rcpt: %w", err)
+		}
+		resp, err := backend.RcptTo(RemoveAngle(to), args, m.modifier.withState(modifierStateProgressOnly))
 		return resp, err
 
 	case wire.CodeData:
