@@ -200,7 +200,7 @@ func TestSplitNeedsTheSendersMessageID(t *testing.T) {
 }
 
 // TestSplitBudgetUnderAMinute: with the default split.max_recipients the
-// split ends before a mail client gives up waiting for its DATA answer
+// last copy starts before a mail client gives up waiting for its DATA answer
 // (Outlook: 60 s); a larger limit gets more time, up to 4 minutes with a
 // last slow reply (reinject.timeout past the budget).
 func TestSplitBudgetUnderAMinute(t *testing.T) {
