@@ -73,6 +73,14 @@ func decodedWords(s string) string {
 	return b.String()
 }
 
+// sameCharset reports whether two encoded-words' charsets are one, their
+// RFC 2231 languages aside (`UTF-8*ja` and `UTF-8`): the word decoder
+// converts both the same, and a client joining the bytes of adjacent words
+// joins them.
+func sameCharset(a, b string) bool {
+	return strings.EqualFold(withoutLanguage(a), withoutLanguage(b))
+}
+
 // eachWord calls f with each encoded-word of run, a run of adjacent
 // encoded-words as hidingWords yields it.
 func eachWord(run string, f func(word string)) {
@@ -117,7 +125,7 @@ func joinedReading(run string) (string, bool) {
 	}
 	eachWord(run, func(word string) {
 		wcs, text, ok := wordBytes(word)
-		if !ok || !strings.EqualFold(wcs, cs) {
+		if !ok || !sameCharset(wcs, cs) {
 			flush()
 		}
 		if ok {
@@ -273,7 +281,7 @@ func runMayHide(s string) bool {
 		if len(text) > 256 || len(text) > len(buf)-n {
 			return true // longer than any name: to be safe
 		}
-		if words == 0 || wcs != cs && !strings.EqualFold(wcs, cs) {
+		if words == 0 || wcs != cs && !sameCharset(wcs, cs) {
 			if !asciiCompatible(wcs) {
 				return true
 			}

@@ -63,6 +63,12 @@ var leakCases = []leakCase{
 		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
 	{"full-width at cut across Shift_JIS words after a UTF-8 word", "=?UTF-8?Q?b?= =?Shift_JIS?Q?=81?= =?Shift_JIS?Q?=97ext2.example.org?= <a@ext1.example.com>",
 		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	// Review: the charsets of adjacent words compare without their RFC
+	// 2231 language (`UTF-8*ja` and `UTF-8` are one).
+	{"full-width at cut across UTF-8 words, one with a language", "=?UTF-8*ja?Q?b=EF=BC?= =?UTF-8?Q?=A0ext2.example.org?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
+	{"full-width at cut across Shift_JIS words, one with a language", "=?Shift_JIS*ja?Q?b=81?= =?Shift_JIS?Q?=97ext2.example.org?= <a@ext1.example.com>",
+		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
 	{"ISO-2022-JP escape carried into the next word", "=?ISO-2022-JP?B?YhskQg==?= =?ISO-2022-JP?B?IXcbKEJleHQyLmV4YW1wbGUub3Jn?= <a@ext1.example.com>",
 		[]string{"a@ext1.example.com", "b@ext2.example.org"}, 2},
 	// Obsolete syntax: blanks, folds and comments between the parts.
@@ -394,5 +400,46 @@ func TestJapaneseNamesStayOnTheFastPath(t *testing.T) {
 		if addrs, ok := scanList(v); !ok || len(addrs) != 2 {
 			t.Errorf("%q: fast path %v, %d addresses", v, ok, len(addrs))
 		}
+	}
+}
+
+// TestHasAtReadsISO2022JPAsTheDecoder: the look for an '@' in an
+// ISO-2022-JP word, which decides whether the word is decoded at all,
+// reads the bytes as golang.org/x/text's decoder does. An ESC that starts
+// no known sequence is one replaced byte: the '@' after it is shown (a
+// review found the fast scanner skipping it while the lenient reader
+// decoded it); so are bytes after an 8-bit byte and after a line feed in
+// two-byte mode.
+func TestHasAtReadsISO2022JPAsTheDecoder(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       bool
+	}{
+		{"ESC before @ is no escape", "b\x1b@ext.example", true},
+		{"ESC at the end", "b\x1b", false},
+		{"ESC $ B: two-byte, ＠ is 0x21 0x77", "\x1b$B!w\x1b(B", true},
+		{"ESC $ B: a pair ending in @ is no @", "\x1b$B$@\x1b(B", false},
+		{"ESC $ @ is two-byte too", "\x1b$@!w", true},
+		{"ESC $ ( D: JIS X 0212, two-byte", "\x1b$(D!w", true},
+		{"ESC ( B back to ASCII", "\x1b$B$$\x1b(B@", true},
+		{"ESC ( J back to one byte", "\x1b$B$$\x1b(J@", true},
+		{"8-bit byte in two-byte mode is one byte", "\x1b$B\x80!w", true},
+		{"line feed ends two-byte mode", "\x1b$B$$\n@", true},
+		{"unknown ESC keeps two-byte mode", "\x1b$B\x1bZZ!w", true},
+		{"unknown ESC is one byte: the pairs go on after it", "\x1b$B\x1bZ!w", false},
+	}
+	for _, tc := range tests {
+		if got := hasAt("ISO-2022-JP", []byte(tc.text)); got != tc.want {
+			t.Errorf("%s: hasAt(%q) = %v, want %v", tc.name, tc.text, got, tc.want)
+		}
+	}
+	// And whole fields: the fast scanner leaves the word to the full
+	// reader, as the lenient reader's own word finder does.
+	v := "=?ISO-2022-JP?Q?b=1B=40ext2.example.org?= <a@ext1.example.com>, c@city.example.jp"
+	if _, ok := scanList(v); ok {
+		t.Errorf("the fast scanner read %q itself", v)
+	}
+	if !mayHideInWords(v) {
+		t.Errorf("mayHideInWords(%q) = false", v)
 	}
 }

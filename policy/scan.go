@@ -430,12 +430,35 @@ func hasAt(cs string, text []byte) bool {
 	// upper-case charset name, the usual spelling.
 	switch cs = withoutLanguage(cs); {
 	case strings.EqualFold(cs, "iso-2022-jp"):
+		// As the decoder (golang.org/x/text's ISO2022JP) reads it: only
+		// a known escape sequence switches between one and two bytes; an
+		// ESC before anything else is one replaced byte, and what follows
+		// is read in the current mode (`ESC @ext.example` shows
+		// "\ufffd@ext.example"), as is what follows an 8-bit byte. A line
+		// feed ends two-byte mode.
 		twoByte := false
 		for i := 0; i < len(text); i++ {
 			switch {
-			case text[i] == 0x1b && i+2 < len(text):
-				twoByte = text[i+1] == '$'
-				i += 2
+			case text[i] == 0x1b:
+				switch esc := text[i+1 : min(i+3, len(text))]; string(esc) {
+				case "$@", "$B":
+					twoByte = true
+					i += 2
+				case "$(":
+					if i+3 < len(text) && text[i+3] == 'D' {
+						twoByte = true
+						i += 3
+					}
+				case "(B", "(J", "(I":
+					// JIS X 0201 katakana (ESC ( I) has no '@': reading it
+					// as ASCII can only over-count.
+					twoByte = false
+					i += 2
+				}
+			case text[i] >= 0x80:
+				// Not ISO-2022-JP: one replaced byte in any mode.
+			case twoByte && text[i] == '\n':
+				twoByte = false
 			case twoByte:
 				if text[i] == '!' && i+1 < len(text) && text[i+1] == 'w' {
 					return true // ＠ is 0x21 0x77
