@@ -34,18 +34,17 @@ import (
 // so that a lowered milter_content_timeout does not cut a split that is
 // still moving.
 //
-// The budget is when the last copy may start, not when the split ends: a
-// copy is started only while reinject.timeout (one command's timeout) is
-// left, and a copy whose final dot is out is waited for up to that timeout
-// even past the budget, since Postfix queued it before answering (package
-// split, Run). So the budget is at least the timeout plus 5 s, or no copy
-// would ever start (20.25 s for max_recipients 1 against the default 30 s),
-// and at most 4 minutes less the timeout, so that the budget and a last
-// slow reply stay inside the 4 minutes (config caps the timeout at a
-// minute).
+// The budget is when the last copy may start, not when the split ends:
+// copies are started until it, and one whose final dot is out is waited
+// for up to reinject.timeout (one command's timeout) past it, since
+// Postfix queued it before answering (package split, Run); a copy the
+// budget cuts before its dot is discarded by Postfix. So a split ends at
+// most the budget plus reinject.timeout after it began, and the budget is
+// at most 4 minutes less the timeout, so that the two stay inside the 4
+// minutes (config caps the timeout at a minute).
 func splitBudget(maxRecipients int, timeout time.Duration) time.Duration {
 	b := 20*time.Second + time.Duration(maxRecipients)*250*time.Millisecond
-	return max(min(b, 4*time.Minute-timeout), timeout+5*time.Second)
+	return min(b, 4*time.Minute-timeout)
 }
 
 // On a connection whose snapshot uses split, splitActions is asked for on

@@ -200,10 +200,9 @@ func TestSplitNeedsTheSendersMessageID(t *testing.T) {
 }
 
 // TestSplitBudgetUnderAMinute: with the default split.max_recipients the
-// split ends before a mail client gives up waiting for its DATA answer
+// last copy starts before a mail client gives up waiting for its DATA answer
 // (Outlook: 60 s); a larger limit gets more time, up to 4 minutes with a
-// last slow reply (reinject.timeout past the budget). Every budget leaves
-// time to start a copy: one is started only with reinject.timeout left.
+// last slow reply (reinject.timeout past the budget).
 func TestSplitBudgetUnderAMinute(t *testing.T) {
 	const timeout = 30 * time.Second // reinject.timeout's default
 	if b := splitBudget(100, timeout); b != 45*time.Second {
@@ -217,7 +216,7 @@ func TestSplitBudgetUnderAMinute(t *testing.T) {
 	}
 	for _, to := range []time.Duration{time.Second, timeout, time.Minute} {
 		for _, n := range []int{1, 5, 100, 10000} {
-			if b := splitBudget(n, to); b < to+5*time.Second || b+to > 4*time.Minute {
+			if b := splitBudget(n, to); b < 20*time.Second || b+to > 4*time.Minute {
 				t.Errorf("budget for %d copies with reinject.timeout %v: %v", n, to, b)
 			}
 		}

@@ -13,6 +13,10 @@
 // and it does not undo that when the client is gone. So once the dot is
 // sent, giving up is what makes two messages: the reply to the dot is
 // always waited for, for Options.Timeout, even past the caller's context.
+// Sending the dot is not: a write of it that the context cuts short leaves
+// Postfix without the end of the message, and it discards the message when
+// the connection closes. So a call ends at most Options.Timeout after its
+// context.
 // A reply that is lost after all (Postfix stalled past the timeout, the
 // connection broke) is the one ambiguous case left: Postfix may have
 // queued the message; the Result says "not handed over", so the caller
@@ -156,13 +160,12 @@ type Client struct {
 	smtp   *smtp.Client
 	stop   func() bool
 	broken error // set once the connection is unusable
-	// limit is ctx's deadline (zero: none).
-	limit time.Time
 	// mu guards afterDot and ended, shared with the context.AfterFunc
 	// that closes the connection when ctx ends.
 	mu sync.Mutex
 	// afterDot is set while the final dot is written and its reply is
-	// awaited: ctx's end then leaves the connection open.
+	// awaited: ctx's end then only cuts the dot's write, and leaves the
+	// connection open for the reply.
 	afterDot bool
 	// ended is set once ctx has ended.
 	ended bool
@@ -171,8 +174,9 @@ type Client struct {
 // Dial connects, reads the greeting and says EHLO. ctx bounds the life of
 // the connection: when it ends, the connection is closed, and a message
 // not yet ended with its final dot is abandoned (Postfix discards it). A
-// final dot is sent only while ctx lasts; its reply is then waited for,
-// for opts.Timeout, even past ctx's end (see the package comment).
+// final dot is sent only while ctx lasts, its write included; its reply
+// is then waited for, for opts.Timeout, even past ctx's end (see the
+// package comment).
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	network, address, err := config.ParseListen(opts.Address)
 	if err != nil {
@@ -185,18 +189,20 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("reinject: connect to %s: %w", opts.Address, err)
 	}
 	conn := &timeoutConn{Conn: raw, timeout: timeout}
+	conn.limit, _ = ctx.Deadline()
 	c := &Client{ctx: ctx, conn: conn, smtp: smtp.NewClient(conn)}
-	c.limit, _ = ctx.Deadline()
-	conn.limit = c.limit
 	c.smtp.CommandTimeout = timeout
 	c.smtp.SubmissionTimeout = timeout
 	// Cancelling ctx closes the connection, which ends any blocked read or
-	// write at once; unless a final dot is out (endData).
+	// write at once; while the final dot is written or its reply awaited
+	// (endData) it only ends the writes.
 	c.stop = context.AfterFunc(ctx, func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.ended = true
-		if !c.afterDot {
+		if c.afterDot {
+			conn.endWrites()
+		} else {
 			raw.Close()
 		}
 	})
@@ -268,7 +274,7 @@ func (c *Client) Send(tx *Transaction) Result {
 	}
 	// Not ctx's doing (it no longer closes the connection once the dot
 	// is out): the reply took over the per-command timeout, or the
-	// connection broke.
+	// connection broke after the dot.
 	c.broken = fmt.Errorf("reinject: reply to the final dot, lost (Postfix may have queued the message): %w", err)
 	c.conn.Conn.Close()
 	return Result{Err: c.broken}
@@ -279,8 +285,14 @@ func (c *Client) Send(tx *Transaction) Result {
 // the message once it has the dot, so a reply cut by ctx would leave a
 // message in Postfix's queue that the caller thinks was not handed over
 // (a recipient with two copies). ctx's end is acted on after the reply.
-// dotSent is false when ctx had ended before: then nothing was sent and
-// the connection is closed, so that Postfix discards the message.
+//
+// The dot goes out with the message's last bytes (go-smtp buffers up to
+// 4 KiB), and that write is still bounded by ctx: a Postfix that stops
+// reading would otherwise hold the call for a write timeout and then a
+// reply timeout past ctx's end. A write cut short, by ctx or its own
+// timeout, leaves Postfix without the complete dot; the connection is
+// closed and Postfix discards the message, so it is not handed over.
+// dotSent is false then, and when ctx had ended before the dot.
 func (c *Client) endData(w *smtp.DataCommand) (resp *smtp.DataResponse, dotSent bool, err error) {
 	c.mu.Lock()
 	if c.ended {
@@ -289,13 +301,18 @@ func (c *Client) endData(w *smtp.DataCommand) (resp *smtp.DataResponse, dotSent 
 		return nil, false, errors.New("the final dot not sent")
 	}
 	c.afterDot = true
-	c.conn.limit = time.Time{}
+	c.conn.awaitReply(true)
 	c.mu.Unlock()
 	resp, err = w.CloseWithResponse()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.afterDot = false
-	c.conn.limit = c.limit
+	werr := c.conn.writeError()
+	c.conn.awaitReply(false)
+	if werr != nil {
+		c.conn.Conn.Close()
+		return nil, false, fmt.Errorf("the final dot not sent in full: %w", werr)
+	}
 	if c.ended {
 		// What the AfterFunc left undone: the next transaction is not
 		// started.
@@ -362,25 +379,84 @@ func ctxErr(ctx context.Context, err error) error {
 
 // timeoutConn gives every write its own deadline (go-smtp sets deadlines
 // for command replies but none while the message is written) and never
-// lets a deadline pass the caller's.
+// lets a deadline pass the caller's, except the read deadline of the
+// reply to a final dot (awaitReply).
 type timeoutConn struct {
 	net.Conn
 	timeout time.Duration
-	limit   time.Time // zero: none
+	limit   time.Time // ctx's deadline; zero: none
+
+	mu sync.Mutex
+	// reply is set while the final dot is written and its reply read:
+	// reads may then pass limit, writes never do.
+	reply bool
+	// ended is set by endWrites: every write fails at once.
+	ended bool
+	// werr is the first failed write since awaitReply(true).
+	werr error
 }
 
-func (c *timeoutConn) clamp(t time.Time) time.Time {
+// clamp bounds t by limit; reads while awaiting a reply are not bounded.
+func (c *timeoutConn) clamp(t time.Time, read bool) time.Time {
+	if read && c.reply {
+		return t
+	}
+	if c.ended {
+		return time.Unix(1, 0) // in the past: fail at once
+	}
 	if !c.limit.IsZero() && (t.IsZero() || t.After(c.limit)) {
 		return c.limit
 	}
 	return t
 }
 
-func (c *timeoutConn) SetDeadline(t time.Time) error { return c.Conn.SetDeadline(c.clamp(t)) }
+func (c *timeoutConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Conn.SetWriteDeadline(c.clamp(t, false)); err != nil {
+		return err
+	}
+	return c.Conn.SetReadDeadline(c.clamp(t, true))
+}
 
 func (c *timeoutConn) Write(b []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(c.clamp(time.Now().Add(c.timeout))); err != nil {
-		return 0, err
+	c.mu.Lock()
+	err := c.Conn.SetWriteDeadline(c.clamp(time.Now().Add(c.timeout), false))
+	c.mu.Unlock()
+	n := 0
+	if err == nil {
+		n, err = c.Conn.Write(b)
 	}
-	return c.Conn.Write(b)
+	if err != nil {
+		c.mu.Lock()
+		if c.reply && c.werr == nil {
+			c.werr = err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// awaitReply switches between the bounds for a final dot and its reply
+// (on) and those for everything else (off).
+func (c *timeoutConn) awaitReply(on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reply, c.werr = on, nil
+}
+
+// writeError is the first write that failed while awaiting a reply.
+func (c *timeoutConn) writeError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.werr
+}
+
+// endWrites makes every write fail from now on, one in progress too,
+// and leaves reads alone.
+func (c *timeoutConn) endWrites() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ended = true
+	c.Conn.SetWriteDeadline(c.clamp(time.Time{}, false))
 }

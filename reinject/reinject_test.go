@@ -1,6 +1,7 @@
 package reinject
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -28,12 +29,14 @@ type received struct {
 // "REFUSE-DATA", stalls for 2 s before its reply to a recipient starting
 // with "stall" and to the final dot of a message containing "STALL", and
 // holds its reply to the final dot of a message containing "SLOWDOT" for
-// 800 ms.
+// 800 ms. When gate is set, it reads no message until gate is closed.
 type testServer struct {
 	addr  string
+	gate  chan struct{}
 	mu    sync.Mutex
 	got   []received
 	conns int
+	datas int // messages read to their end or failed
 }
 
 func startServer(t *testing.T) *testServer {
@@ -93,7 +96,13 @@ func (s *testSession) Rcpt(to string, o *smtp.RcptOptions) error {
 }
 
 func (s *testSession) Data(r io.Reader) error {
+	if s.ts.gate != nil {
+		<-s.ts.gate
+	}
 	b, err := io.ReadAll(r)
+	s.ts.mu.Lock()
+	s.ts.datas++
+	s.ts.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -254,6 +263,108 @@ func TestTheReplyToTheDotOutlivesTheContext(t *testing.T) {
 	if got := ts.received(); len(got) != 1 || got[0].rcpts[0] != "one@example.com" {
 		t.Errorf("server got %+v, want only the first", got)
 	}
+}
+
+// TestCtxBoundsTheWriteOfTheDot: the final dot goes out in one write with
+// the message's last bytes, and that write is bounded by ctx like every
+// write before it; only the reply to a dot fully sent may come after
+// ctx's end. Here Postfix stops reading at the end of the message (its
+// socket buffers are full when the dot is written) and reads again a
+// second after ctx ends, by its deadline (a split) or by cancellation (a
+// notice at shutdown). The write is cut then: the message is not handed
+// over, and the server, which never saw the whole dot, did not take it.
+// Without the bound the write went on for the write timeout and the
+// message was handed over after ctx's end (and the call could last a
+// write timeout plus a reply timeout past it).
+func TestCtxBoundsTheWriteOfTheDot(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		newCtx func(end time.Time) (context.Context, context.CancelFunc)
+		want   error
+	}{
+		{"deadline", func(end time.Time) (context.Context, context.CancelFunc) {
+			return context.WithDeadline(context.Background(), end)
+		}, context.DeadlineExceeded},
+		{"cancel", func(end time.Time) (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(time.Until(end), cancel)
+			return ctx, cancel
+		}, context.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t)
+			ts.gate = make(chan struct{})
+			end := time.Now().Add(2 * time.Second)
+			ctx, cancel := tc.newCtx(end)
+			defer cancel()
+			time.AfterFunc(time.Until(end.Add(time.Second)), func() { close(ts.gate) })
+			res, err := sendIntoFullBuffers(ctx, ts)
+			if err != nil {
+				t.Fatalf("filling the socket buffers: %v", err)
+			}
+			if res.HandedOver || !errors.Is(res.Err, tc.want) || !strings.Contains(res.Err.Error(), "not sent in full") {
+				t.Errorf("%+v, want the final dot cut by ctx", res)
+			}
+			// The server reads again after ctx's end: wait until it is
+			// done with the message.
+			for wait := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				ts.mu.Lock()
+				n := ts.datas
+				ts.mu.Unlock()
+				if n > 0 {
+					break
+				}
+				if time.Now().After(wait) {
+					t.Fatal("the server never finished reading the message")
+				}
+			}
+			if got := ts.received(); len(got) != 0 {
+				t.Errorf("server took %d messages, want none", len(got))
+			}
+		})
+	}
+}
+
+// sendIntoFullBuffers sends one message to ts, which reads none, with
+// the socket buffers filled before the final dot, so that the write of
+// the dot blocks. err says why the buffers could not be filled while ctx
+// lasted.
+func sendIntoFullBuffers(ctx context.Context, ts *testServer) (res Result, err error) {
+	c, err := Dial(ctx, Options{Address: "inet:" + ts.addr, Timeout: 10 * time.Second})
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	// 3.5 KiB of body, which go-smtp keeps in its 4 KiB buffer until the
+	// dot: the write of the dot carries it.
+	tx := tx("a@example.org", "Subject: 1\n\n"+strings.Repeat("body line\n", 350), Rcpt{Addr: "one@example.com"})
+	tx.BeforeEnd = func() error {
+		// Fill the socket buffers with body lines. A fixed send buffer
+		// does not grow meanwhile (Linux grows it while memory allows,
+		// and then a write of the dot found room).
+		if err = c.conn.Conn.(*net.TCPConn).SetWriteBuffer(8 << 10); err != nil {
+			return nil
+		}
+		lines := bytes.Repeat([]byte(strings.Repeat("x", 998)+"\r\n"), 64)
+		for {
+			c.conn.Conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			_, werr := c.conn.Conn.Write(lines)
+			var ne net.Error
+			if errors.As(werr, &ne) && ne.Timeout() {
+				break
+			}
+			if werr != nil {
+				err = werr
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			err = errors.New("the buffers were full only after ctx's end")
+		}
+		return nil
+	}
+	res = c.Send(&tx)
+	return res, err
 }
 
 func TestNobodyListening(t *testing.T) {

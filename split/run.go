@@ -46,10 +46,6 @@ type Outcome struct {
 // ErrRecords marks a failure to read the records: then no copy is made.
 var ErrRecords = errors.New("split: records unreadable")
 
-// ErrNoTime marks copies not started because less than the reinjection
-// service's per-command timeout was left before the split's deadline.
-var ErrNoTime = errors.New("split: too little time left for another copy")
-
 // Splitter hands copies over and keeps the records.
 type Splitter struct {
 	Store    *Store
@@ -64,14 +60,14 @@ type Splitter struct {
 // recipients stay on the original. Progress never interrupts a copy, so
 // each one handed over is also recorded.
 //
-// ctx's deadline is the split's time limit. A copy is started only while
-// at least reinject's per-command timeout is left (ErrNoTime), and a copy
-// whose final dot is out is waited for even past the deadline (package
-// reinject): Postfix has queued it before it answers, and giving up on
-// its 250 would leave the recipient a copy and the original both. So the
-// deadline cuts copies only before their final dot, where Postfix
-// discards them, and a split may end up to one per-command timeout after
-// it when Postfix is slow to answer a dot.
+// ctx's deadline is the split's time limit. Copies are started until it;
+// one it reaches before its final dot is out is abandoned (Postfix
+// discards it, its recipient stays on the original), and one whose final
+// dot is out is waited for even past it, for reinject's per-command
+// timeout (package reinject): Postfix has queued it before it answers,
+// and giving up on its 250 would leave the recipient a copy and the
+// original both. So a split ends at most one per-command timeout after
+// its deadline, when Postfix is slow to answer the last dot.
 func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Outcome {
 	out := Outcome{HandedOver: make([]bool, len(job.Copies))}
 	done, err := s.Store.HandedOver(job.Digest)
@@ -91,20 +87,6 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Out
 		pending = append(pending, i)
 	}
 	if len(pending) == 0 {
-		return out
-	}
-	// Time for one more copy: at least one command's timeout, the longest
-	// Postfix may take to answer a final dot, so that the deadline falls
-	// after a dot only when Postfix was slow before it too.
-	need := s.Reinject.CommandTimeout()
-	timeFor := func() error {
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < need {
-			return fmt.Errorf("%w (%v left, reinject.timeout %v)", ErrNoTime, time.Until(dl).Round(time.Millisecond), need)
-		}
-		return nil
-	}
-	if err := timeFor(); err != nil {
-		out.Failed, out.Err = len(pending), err
 		return out
 	}
 	client, err := reinject.Dial(ctx, s.Reinject)
@@ -145,9 +127,6 @@ func (s *Splitter) Run(ctx context.Context, job *Job, progress func() error) Out
 	var recordErr error // RecordErr, read only after waitRecord
 	for n, i := range pending {
 		stop := recordErr
-		if stop == nil && n > 0 {
-			stop = timeFor()
-		}
 		if stop == nil && n > 0 && progress != nil {
 			stop = progress()
 		}

@@ -80,18 +80,28 @@ func serve(file, listen string, allowRoot bool, stderr io.Writer) error {
 			log.Info("stopping: no new sessions, waiting for sessions in flight",
 				slog.String("signal", sig.String()), slog.Duration("timeout", timeout))
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			go func() {
-				for sig := range sigs {
-					if sig != syscall.SIGHUP {
-						log.Warn("second signal: exiting now", slog.String("signal", sig.String()))
-						cancel()
-						return
+			defer cancel()
+			stopped := make(chan error, 1)
+			go func() { stopped <- d.Shutdown(ctx) }()
+			// A second signal ends the process now, whatever Shutdown
+			// waits for: a split awaiting the reply to a copy's dot (up to
+			// reinject.timeout), a notice being handed over. That is as
+			// safe as a kill, which the crash tests cover: the records of
+			// the copies Postfix accepted are durable, and a retry sends
+			// again at most the one copy per split whose record was not
+			// written yet (docs/reliability.md).
+			for {
+				select {
+				case err := <-stopped:
+					return err
+				case sig := <-sigs:
+					if sig == syscall.SIGHUP {
+						continue
 					}
+					log.Warn("second signal: exiting now, without waiting for the shutdown", slog.String("signal", sig.String()))
+					return fmt.Errorf("serve: stopped by a second signal (%s) before the shutdown ended", sig)
 				}
-			}()
-			err := d.Shutdown(ctx)
-			cancel()
-			return err
+			}
 		}
 	}
 }
