@@ -104,7 +104,7 @@ func launchDaemon(t *testing.T, cfg, addr string) (*daemon, error) {
 		}
 		select {
 		case err := <-d.exited:
-			return nil, fmt.Errorf("bccguard exited at start: %v\n%s", err, d.log)
+			return nil, fmt.Errorf("bccguard exited at start: %v\n%s%s", err, d.log, portHolder(d.log.String(), addr))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -188,4 +188,16 @@ func (d *daemon) terminate() error {
 		return fmt.Errorf("no clean stop in the log:\n%s", d.log)
 	}
 	return nil
+}
+
+// portHolder says who listens on addr when the daemon could not bind it, so
+// that a port taken between freeaddr's check and the daemon's bind can be
+// traced (ss from iproute2, on every Debian system).
+func portHolder(log, addr string) string {
+	if !strings.Contains(log, "address already in use") {
+		return ""
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	out, _ := exec.Command("ss", "-tanp", "sport = :"+port).CombinedOutput()
+	return "\nsockets on port " + port + ":\n" + string(out)
 }

@@ -8,7 +8,9 @@
 // takes its local port from the kernel's ephemeral range, and the end-to-end
 // tests open thousands of connections while other packages start daemons.
 // Ports are therefore chosen below that range, where only an explicit bind
-// can land.
+// can land, and each is reserved for the life of the process that chose it
+// (a lock file), so that no two test processes, nor two calls in one, are
+// handed the same port.
 package freeaddr
 
 import (
@@ -16,8 +18,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -41,7 +46,7 @@ func Port() (int, error) {
 	if top := ephemeralStart(); top-lowest >= 1000 {
 		for range 100 {
 			port := lowest + rand.IntN(top-lowest)
-			if free(port) {
+			if reserve(port) && free(port) {
 				return port, nil
 			}
 		}
@@ -54,6 +59,38 @@ func Port() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// reserved holds the lock files of the ports this process was given: a
+// lock lasts as long as its file stays open, and the kernel drops it when
+// the process ends, however it ends.
+var (
+	mu       sync.Mutex
+	reserved = map[int]*os.File{}
+)
+
+// reserve takes port for this process, or reports that this or another
+// process using freeaddr has it.
+func reserve(port int) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	if reserved[port] != nil {
+		return false
+	}
+	dir := filepath.Join(os.TempDir(), "bccguard-freeaddr")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return true // no locks: the bind check alone
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return true
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return false
+	}
+	reserved[port] = f
+	return true
 }
 
 func free(port int) bool {
