@@ -160,15 +160,6 @@ type Client struct {
 	smtp   *smtp.Client
 	stop   func() bool
 	broken error // set once the connection is unusable
-	// mu guards afterDot and ended, shared with the context.AfterFunc
-	// that closes the connection when ctx ends.
-	mu sync.Mutex
-	// afterDot is set while the final dot is written and its reply is
-	// awaited: ctx's end then only cuts the dot's write, and leaves the
-	// connection open for the reply.
-	afterDot bool
-	// ended is set once ctx has ended.
-	ended bool
 }
 
 // Dial connects, reads the greeting and says EHLO. ctx bounds the life of
@@ -196,16 +187,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	// Cancelling ctx closes the connection, which ends any blocked read or
 	// write at once; while the final dot is written or its reply awaited
 	// (endData) it only ends the writes.
-	c.stop = context.AfterFunc(ctx, func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.ended = true
-		if c.afterDot {
-			conn.endWrites()
-		} else {
-			raw.Close()
-		}
-	})
+	c.stop = context.AfterFunc(ctx, conn.endCtx)
 	helo := opts.HeloName
 	if helo == "" {
 		helo = "localhost"
@@ -294,26 +276,17 @@ func (c *Client) Send(tx *Transaction) Result {
 // closed and Postfix discards the message, so it is not handed over.
 // dotSent is false then, and when ctx had ended before the dot.
 func (c *Client) endData(w *smtp.DataCommand) (resp *smtp.DataResponse, dotSent bool, err error) {
-	c.mu.Lock()
-	if c.ended {
-		c.mu.Unlock()
+	if !c.conn.awaitReply() {
 		c.conn.Conn.Close()
 		return nil, false, errors.New("the final dot not sent")
 	}
-	c.afterDot = true
-	c.conn.awaitReply(true)
-	c.mu.Unlock()
 	resp, err = w.CloseWithResponse()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.afterDot = false
-	werr := c.conn.writeError()
-	c.conn.awaitReply(false)
+	werr, ended := c.conn.replyRead()
 	if werr != nil {
 		c.conn.Conn.Close()
 		return nil, false, fmt.Errorf("the final dot not sent in full: %w", werr)
 	}
-	if c.ended {
+	if ended {
 		// What the AfterFunc left undone: the next transaction is not
 		// started.
 		c.conn.Conn.Close()
@@ -386,13 +359,15 @@ type timeoutConn struct {
 	timeout time.Duration
 	limit   time.Time // ctx's deadline; zero: none
 
+	// mu guards what follows, shared with endCtx, which runs when the
+	// caller's context ends.
 	mu sync.Mutex
 	// reply is set while the final dot is written and its reply read:
 	// reads may then pass limit, writes never do.
 	reply bool
-	// ended is set by endWrites: every write fails at once.
+	// ended is set once the context has ended: every write fails at once.
 	ended bool
-	// werr is the first failed write since awaitReply(true).
+	// werr is the first failed write since awaitReply.
 	werr error
 }
 
@@ -437,26 +412,38 @@ func (c *timeoutConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// awaitReply switches between the bounds for a final dot and its reply
-// (on) and those for everything else (off).
-func (c *timeoutConn) awaitReply(on bool) {
+// awaitReply switches to the bounds for a final dot and its reply, unless
+// the context has ended: then it reports false, and no dot may be sent.
+func (c *timeoutConn) awaitReply() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.reply, c.werr = on, nil
+	if c.ended {
+		return false
+	}
+	c.reply, c.werr = true, nil
+	return true
 }
 
-// writeError is the first write that failed while awaiting a reply.
-func (c *timeoutConn) writeError() error {
+// replyRead switches back to the bounds for everything else, and reports
+// the first write that failed meanwhile and whether the context has ended.
+func (c *timeoutConn) replyRead() (werr error, ended bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.werr
+	c.reply = false
+	return c.werr, c.ended
 }
 
-// endWrites makes every write fail from now on, one in progress too,
-// and leaves reads alone.
-func (c *timeoutConn) endWrites() {
+// endCtx is what the end of the caller's context does: it closes the
+// connection, which ends any blocked read or write at once; while a final
+// dot is written or its reply awaited it only ends the writes (one in
+// progress too) and leaves the reply to be read.
+func (c *timeoutConn) endCtx() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ended = true
-	c.Conn.SetWriteDeadline(c.clamp(time.Time{}, false))
+	if c.reply {
+		c.Conn.SetWriteDeadline(c.clamp(time.Time{}, false))
+	} else {
+		c.Conn.Close()
+	}
 }
