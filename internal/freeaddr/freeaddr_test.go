@@ -3,6 +3,7 @@ package freeaddr
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -47,23 +48,33 @@ func TestLoopbackIsListenable(t *testing.T) {
 }
 
 // A port reserved by another process is not handed out: the lock is what
-// another test package's freeaddr holds.
+// another test package's freeaddr holds, and a port this process already
+// has is not handed out again.
 func TestPortReservedElsewhereIsSkipped(t *testing.T) {
 	port, err := Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	f := reserved[port]
-	mu.Unlock()
-	// Another open file description of the same lock file, as another
-	// process would have: its lock attempt must fail.
-	g, err := os.OpenFile(f.Name(), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+	if reserve(port) {
+		t.Errorf("port %d reserved twice by one process", port)
 	}
-	defer g.Close()
-	if err := syscall.Flock(int(g.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
-		t.Fatalf("port %d: its lock file could be locked again", port)
+	// Another process's lock: an open file description of its own, on a
+	// port no test beside this one holds.
+	var other int
+	for other = lowest; ; other++ {
+		if other >= ephemeralStart() {
+			t.Fatal("no port left to lock")
+		}
+		f, err := os.OpenFile(filepath.Join(os.TempDir(), "bccguard-freeaddr", strconv.Itoa(other)), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			break
+		}
+	}
+	if reserve(other) {
+		t.Errorf("port %d, locked by another holder, was reserved", other)
 	}
 }
